@@ -1,0 +1,94 @@
+//! The HTTP API: the only module that knows HTTP, axum and Vault's JSON shapes.
+//!
+//! Every request goes through [`handle`]: read the body (size-limited), parse it
+//! into a [`request::Request`], answer the unauthenticated sys paths, refuse
+//! everything else while sealed (503), check the token (403), then route by path
+//! family. Handlers stay thin; the seal, storage and (later) CA code do the work.
+
+pub mod error;
+pub mod params;
+pub mod request;
+pub mod response;
+pub mod sys;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use error::ApiError;
+use request::{Operation, Request};
+use response::Reply;
+
+/// The axum app: one handler for every path.
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<AppState>, req: axum::http::Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.settings.max_request_bytes;
+    let mut resp = match axum::body::to_bytes(body, limit).await {
+        Err(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large: the limit is {limit} bytes"),
+        )
+        .into_response(),
+        Ok(bytes) => {
+            match Request::parse(
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &bytes,
+            ) {
+                Err(e) => e.into_response(),
+                Ok(r) => match dispatch(&state, &r).await {
+                    Ok(reply) => reply.into_response(),
+                    Err(e) => e.into_response(),
+                },
+            }
+        }
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
+    // Unauthenticated, and answered whether sealed or not.
+    match req.path.as_str() {
+        "sys/init" => return sys::init::handle(state, req).await,
+        "sys/seal-status" => return sys::seal::status(state, req).await,
+        "sys/unseal" => return sys::seal::unseal(state, req).await,
+        "sys/health" => return sys::health::health(state, req).await,
+        _ => {}
+    }
+    let barrier = state.seal.barrier().ok_or_else(ApiError::sealed)?;
+    if req.op == Operation::Head {
+        return Err(ApiError::unsupported_operation());
+    }
+    if req.path == "sys/leader" {
+        return sys::health::leader(state, req).await;
+    }
+
+    let token = req
+        .token
+        .as_deref()
+        .ok_or_else(ApiError::permission_denied)?;
+    let entry = crate::auth::token::lookup(barrier.as_ref(), token)
+        .await?
+        .ok_or_else(ApiError::invalid_token)?;
+    // Until ACL policies exist, only the root policy is authorised for anything.
+    if !entry.is_root() {
+        return Err(ApiError::permission_denied());
+    }
+
+    match req.path.as_str() {
+        "sys/seal" => sys::seal::seal(state, req).await,
+        "sys/rotate" => sys::rotate::rotate(&barrier, req).await,
+        "sys/key-status" => sys::rotate::key_status(&barrier, req).await,
+        p => Err(ApiError::unsupported_path(p)),
+    }
+}

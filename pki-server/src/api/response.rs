@@ -1,0 +1,87 @@
+//! Vault response shapes: the envelope, plain JSON, 204, and raw bodies.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// A successful answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// Plain JSON, no envelope (sys/init, seal-status, unseal, health, leader).
+    Plain(StatusCode, Value),
+    /// The Vault envelope around `data`.
+    Data {
+        /// The `data` object.
+        data: Map<String, Value>,
+        /// `warnings`, or null when empty.
+        warnings: Vec<String>,
+        /// Copy `data` keys to the top level too (Vault does for some sys paths).
+        top_level: bool,
+    },
+    /// 204 with no body.
+    NoContent,
+    /// A status with no body (HEAD).
+    Empty(StatusCode),
+}
+
+impl Reply {
+    /// An enveloped reply.
+    pub fn data(data: Map<String, Value>) -> Self {
+        Reply::Data {
+            data,
+            warnings: Vec::new(),
+            top_level: false,
+        }
+    }
+    /// An enveloped reply with `data` keys also at the top level.
+    pub fn sys_data(data: Map<String, Value>) -> Self {
+        Reply::Data {
+            data,
+            warnings: Vec::new(),
+            top_level: true,
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Plain(status, v) => json_response(status, &v),
+            Reply::Data {
+                data,
+                warnings,
+                top_level,
+            } => {
+                let mut body = json!({
+                    "request_id": uuid::Uuid::new_v4().to_string(),
+                    "lease_id": "",
+                    "renewable": false,
+                    "lease_duration": 0,
+                    "wrap_info": null,
+                    "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
+                    "auth": null,
+                });
+                if let Value::Object(m) = &mut body {
+                    if top_level {
+                        for (k, v) in &data {
+                            m.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                    m.insert("data".into(), Value::Object(data));
+                }
+                json_response(StatusCode::OK, &body)
+            }
+            Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
+            Reply::Empty(status) => status.into_response(),
+        }
+    }
+}

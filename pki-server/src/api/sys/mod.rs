@@ -1,0 +1,6 @@
+//! `/v1/sys/*`: seal lifecycle, health, leader, key rotation.
+
+pub mod health;
+pub mod init;
+pub mod rotate;
+pub mod seal;

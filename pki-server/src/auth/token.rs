@@ -1,0 +1,125 @@
+//! Token store: tokens are random, stored only as a keyed hash behind the barrier.
+//!
+//! This is the minimum the seal lifecycle needs: the root token made by
+//! `sys/init` and its lookup. Child tokens, TTLs and policies build on it.
+
+use crate::storage::{self, Condition, Storage, StorageError};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// What is stored for a token (never the token itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// Policies attached to the token.
+    pub policies: Vec<String>,
+    /// Accessor (a public handle for the token).
+    pub accessor: String,
+    /// Creation time, Unix seconds.
+    pub creation_time: i64,
+    /// Display name.
+    pub display_name: String,
+}
+
+impl TokenEntry {
+    /// Whether the token carries the root policy.
+    pub fn is_root(&self) -> bool {
+        self.policies.iter().any(|p| p == "root")
+    }
+}
+
+fn random(n: usize) -> Result<Zeroizing<Vec<u8>>, StorageError> {
+    let mut b = Zeroizing::new(vec![0u8; n]);
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| StorageError::Backend("random generator failed".into()))?;
+    Ok(b)
+}
+
+async fn salt(barrier: &dyn Storage) -> Result<Zeroizing<Vec<u8>>, StorageError> {
+    if let Some(e) = barrier.get(storage::TOKEN_SALT).await? {
+        return Ok(Zeroizing::new(e.value));
+    }
+    let fresh = random(32)?;
+    if barrier
+        .put_if(storage::TOKEN_SALT, &fresh, Condition::Absent)
+        .await?
+    {
+        return Ok(fresh);
+    }
+    barrier
+        .get(storage::TOKEN_SALT)
+        .await?
+        .map(|e| Zeroizing::new(e.value))
+        .ok_or_else(|| StorageError::Backend("token salt vanished".into()))
+}
+
+fn hash(salt: &[u8], token: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt);
+    hex::encode(ring::hmac::sign(&key, token.as_bytes()).as_ref())
+}
+
+/// Create a token with `policies`; returns the token (shown once) and its entry.
+pub async fn create(
+    barrier: &dyn Storage,
+    policies: Vec<String>,
+    display_name: &str,
+    now: i64,
+) -> Result<(Zeroizing<String>, TokenEntry), StorageError> {
+    let token = Zeroizing::new(format!("hvs.{}", B64URL.encode(&random(24)?[..])));
+    let entry = TokenEntry {
+        policies,
+        accessor: B64URL.encode(&random(18)?[..]),
+        creation_time: now,
+        display_name: display_name.to_string(),
+    };
+    let key = format!(
+        "{}{}",
+        storage::TOKEN_PREFIX,
+        hash(&salt(barrier).await?, &token)
+    );
+    let json = serde_json::to_vec(&entry).map_err(|e| StorageError::Backend(e.to_string()))?;
+    barrier.put(&key, &json).await?;
+    Ok((token, entry))
+}
+
+/// Look a token up; `None` if it does not exist.
+pub async fn lookup(
+    barrier: &dyn Storage,
+    token: &str,
+) -> Result<Option<TokenEntry>, StorageError> {
+    if token.is_empty() || token.len() > 256 {
+        return Ok(None);
+    }
+    let key = format!(
+        "{}{}",
+        storage::TOKEN_PREFIX,
+        hash(&salt(barrier).await?, token)
+    );
+    match barrier.get(&key).await? {
+        None => Ok(None),
+        Some(e) => serde_json::from_slice(&e.value)
+            .map(Some)
+            .map_err(|e| StorageError::Backend(format!("corrupt token entry: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+
+    #[tokio::test]
+    async fn tokens_are_stored_hashed() {
+        let s = MemoryStorage::default();
+        let (tok, entry) = create(&s, vec!["root".into()], "root", 1).await.unwrap();
+        assert!(tok.starts_with("hvs."));
+        assert_eq!(lookup(&s, &tok).await.unwrap(), Some(entry));
+        assert_eq!(lookup(&s, "hvs.nope").await.unwrap(), None);
+        for k in s.list(storage::TOKEN_PREFIX).await.unwrap() {
+            assert!(!k.contains(&tok[4..]));
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The subcommands: `server` and the client commands `init`, `unseal`, `seal`, `status`.
+
+use crate::cli::{ClientArgs, Format, InitArgs, ServerArgs, StatusArgs, UnsealArgs};
+use crate::client::Client;
+use crate::config::ServerConfig;
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+/// `pki-server server`.
+pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    // --dev without --dev-dir uses a temporary directory removed at exit.
+    let mut _tmp = None;
+    let dev_dir = if args.dev {
+        Some(match &args.dev_dir {
+            Some(d) => d.clone(),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("pki-server-dev-")
+                    .tempdir()?;
+                let p = t.path().to_path_buf();
+                _tmp = Some(t);
+                p
+            }
+        })
+    } else {
+        None
+    };
+    let cfg = ServerConfig::from_args(&args, dev_dir.as_ref().map(|d| d.join("storage")))?;
+    let tls = crate::server::tls_config(&cfg)?;
+    let state = crate::server::build_state(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(dir) = &dev_dir {
+        let creds = crate::server::dev_init(&state, &dir.join("unseal-key")).await?;
+        println!(
+            "pki-server dev mode: initialised and unsealed, storage in {}",
+            dir.display()
+        );
+        println!("    export VAULT_ADDR='{scheme}://{addr}'");
+        if let Some(c) = creds {
+            println!("Unseal Key: {}", c.unseal_key.as_str());
+            println!("Root Token: {}", c.root_token.as_str());
+        } else {
+            println!("(existing dev storage: the root token was printed when it was created)");
+        }
+        println!("Development mode should NOT be used in production.");
+    }
+    crate::server::spawn_auto_unseal(state.seal.clone());
+    tracing::info!(%addr, %scheme, storage = state.seal.storage().kind(), "listening");
+    crate::server::serve(
+        listener,
+        tls,
+        crate::router(state),
+        crate::server::shutdown_signal(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(body: &Value) {
+    let keys = [
+        "type",
+        "initialized",
+        "sealed",
+        "t",
+        "n",
+        "progress",
+        "nonce",
+        "version",
+        "storage_type",
+        "cluster_name",
+        "cluster_id",
+        "warnings",
+    ];
+    for k in keys {
+        if let Some(v) = body.get(k) {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{k:<14} {s}");
+        }
+    }
+}
+
+/// `pki-server init`.
+pub async fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args.client)?;
+    let mut body = json!({});
+    for (k, v) in [
+        ("secret_shares", args.key_shares),
+        ("secret_threshold", args.key_threshold),
+        ("recovery_shares", args.recovery_shares),
+        ("recovery_threshold", args.recovery_threshold),
+    ] {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    let out = Zeroizing::new(
+        c.call(Method::PUT, "sys/init", Some(body))
+            .await?
+            .ok()?
+            .to_string(),
+    );
+    let v: Value = serde_json::from_str(&out)?;
+    if args.format == Format::Json {
+        println!("{}", out.as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, k) in v["keys_base64"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        println!("Unseal Key {}: {}", i + 1, k.as_str().unwrap_or_default());
+    }
+    for (i, k) in v["recovery_keys_base64"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        println!("Recovery Key {}: {}", i + 1, k.as_str().unwrap_or_default());
+    }
+    println!(
+        "\nInitial Root Token: {}\n",
+        v["root_token"].as_str().unwrap_or_default()
+    );
+    println!("Give each share to a different operator and keep none of them with the storage.");
+    println!("The server is sealed until enough shares are given with `pki-server unseal`");
+    println!(
+        "(a KMS auto-unseal server is already unsealed; its recovery shares unseal it if KMS is lost)."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_share(args: &UnsealArgs) -> anyhow::Result<Zeroizing<String>> {
+    let raw = Zeroizing::new(match &args.key_file {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password("Unseal Key (will be hidden): ")?
+        }
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s)?;
+            s
+        }
+    });
+    let line = raw.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!line.is_empty(), "no unseal key given");
+    Ok(Zeroizing::new(line))
+}
+
+/// `pki-server unseal`.
+pub async fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args.client)?;
+    let body = if args.reset {
+        json!({"reset": true})
+    } else {
+        let key = read_share(&args)?;
+        json!({"key": key.as_str()})
+    };
+    let v = c.call(Method::PUT, "sys/unseal", Some(body)).await?.ok()?;
+    if args.format == Format::Json {
+        println!("{v}");
+    } else {
+        print_status(&v);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pki-server seal`.
+pub async fn seal(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args)?;
+    c.call(Method::PUT, "sys/seal", None).await?.ok()?;
+    println!("sealed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pki-server status`: exit 0 unsealed, 2 sealed.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args.client)?;
+    let v = c.call(Method::GET, "sys/seal-status", None).await?.ok()?;
+    if args.format == Format::Json {
+        println!("{v}");
+    } else {
+        print_status(&v);
+    }
+    Ok(if v["sealed"].as_bool() == Some(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

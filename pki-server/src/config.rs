@@ -1,0 +1,175 @@
+//! Server configuration: an optional TOML file, overridden by flags, validated once.
+
+use crate::cli::ServerArgs;
+use crate::state::ApiSettings;
+use crate::storage::StorageSpec;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The TOML config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    storage: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls_sans: Vec<String>,
+    kms_key_id: Option<String>,
+    cluster_name: Option<String>,
+    max_request_bytes: Option<usize>,
+}
+
+/// How the listener does TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Given certificate chain and key.
+    Files {
+        /// Chain.
+        cert: PathBuf,
+        /// Key.
+        key: PathBuf,
+    },
+    /// A directory where the server keeps its own listener CA.
+    Dir(PathBuf, Vec<String>),
+    /// Plain HTTP: only for --dev on loopback.
+    Disabled,
+}
+
+/// Validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Storage backend.
+    pub storage: StorageSpec,
+    /// TLS.
+    pub tls: TlsMode,
+    /// KMS key for auto-unseal.
+    pub kms_key_id: Option<String>,
+    /// API settings.
+    pub api: ApiSettings,
+    /// Dev mode.
+    pub dev: bool,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+
+impl ServerConfig {
+    /// Merge the file (if any) and the flags; flags win. `dev_dir` is the
+    /// directory --dev stores in when no storage is given.
+    pub fn from_args(args: &ServerArgs, dev_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            None => FileConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
+            }
+        };
+        let listen = match args.listen.or(file.listen) {
+            Some(l) => l,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        let storage = match args.storage.clone().or(file.storage) {
+            Some(s) => s
+                .parse::<StorageSpec>()
+                .map_err(anyhow::Error::msg)
+                .context("--storage")?,
+            None => match dev_dir {
+                Some(d) => StorageSpec::File(d),
+                None => bail!("--storage is required: file:DIR, s3://BUCKET/PREFIX or memory"),
+            },
+        };
+        let tls_cert = args.tls_cert.clone().or(file.tls_cert);
+        let tls_key = args.tls_key.clone().or(file.tls_key);
+        let tls_dir = args.tls_dir.clone().or(file.tls_dir);
+        let mut sans = file.tls_sans;
+        sans.extend(args.tls_sans.iter().cloned());
+        let tls = match (tls_cert, tls_key, tls_dir) {
+            (Some(cert), Some(key), None) => TlsMode::Files { cert, key },
+            (None, None, Some(dir)) => TlsMode::Dir(dir, sans),
+            (None, None, None) => TlsMode::Disabled,
+            (Some(_), None, _) | (None, Some(_), _) => bail!("tls_cert and tls_key go together"),
+            (Some(_), Some(_), Some(_)) => {
+                bail!("give either tls_dir or tls_cert/tls_key, not both")
+            }
+        };
+        if tls == TlsMode::Disabled && !(args.dev && crate::tls::is_loopback(listen)) {
+            bail!(
+                "TLS is required: pass --tls-dir DIR or --tls-cert/--tls-key \
+                 (plain HTTP is only for --dev on a loopback address)"
+            );
+        }
+        let mut api = ApiSettings::default();
+        if let Some(n) = args.cluster_name.clone().or(file.cluster_name) {
+            api.cluster_name = n;
+        }
+        if let Some(n) = args.max_request_bytes.or(file.max_request_bytes) {
+            if n < 1024 {
+                bail!("max_request_bytes must be at least 1024");
+            }
+            api.max_request_bytes = n;
+        }
+        Ok(Self {
+            listen,
+            storage,
+            tls,
+            kms_key_id: args.kms_key_id.clone().or(file.kms_key_id),
+            api,
+            dev: args.dev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_tls_is_required() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nstorage = \"memory\"\ntls_dir = \"/x\"\ncluster_name = \"a\"\n").unwrap();
+        let args = ServerArgs {
+            config: Some(f.clone()),
+            cluster_name: Some("b".into()),
+            ..Default::default()
+        };
+        let c = ServerConfig::from_args(&args, None).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.api.cluster_name, "b");
+        assert_eq!(c.tls, TlsMode::Dir("/x".into(), vec![]));
+
+        let plain = ServerArgs {
+            storage: Some("memory".into()),
+            ..Default::default()
+        };
+        assert!(
+            ServerConfig::from_args(&plain, None)
+                .unwrap_err()
+                .to_string()
+                .contains("TLS is required")
+        );
+        let dev = ServerArgs {
+            dev: true,
+            listen: Some("0.0.0.0:8200".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(
+            ServerConfig::from_args(&dev, Some("/tmp/x".into())).is_err(),
+            "dev off loopback needs TLS"
+        );
+
+        std::fs::write(&f, "bogus = 1\n").unwrap();
+        let args = ServerArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        assert!(ServerConfig::from_args(&args, None).is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! pki-server: a certificate authority that speaks Vault's HTTP API.
+//!
+//! Module map: [`storage`] moves bytes (memory, file, S3); [`seal`] owns the root
+//! key, the Shamir/KMS unseal and the encrypting [`seal::Barrier`]; [`auth`] holds
+//! tokens; [`api`] is the only HTTP layer; [`server`] listens (TLS via rustls on
+//! ring) and shuts down gracefully; [`tls`] makes the listener CA; [`client`] and
+//! [`commands`] are the `init`/`unseal`/`seal`/`status` subcommands.
+
+pub mod api;
+pub mod auth;
+pub mod aws;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod seal;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod tls;
+
+/// The Vault API version this server reports (semver: Terraform parses it).
+pub const VERSION: &str = "1.17.0+kube-aws-pki";
+/// Build date reported in seal-status.
+pub const BUILD_DATE: &str = "2026-11-24T00:00:00Z";
+
+pub use api::router;
+pub use state::{ApiSettings, AppState};

@@ -1,0 +1,258 @@
+//! Physical storage: one small async trait and its backends.
+//!
+//! Backends only move bytes. They never see plaintext after init: everything but
+//! the seal configuration and the wrapped root key is written through
+//! [`crate::seal::Barrier`]. Keys are `/`-separated paths; `list` returns the
+//! direct children of a prefix, with sub-folders ending in `/` (Vault's physical
+//! `List` semantics).
+
+mod file;
+mod memory;
+mod s3;
+
+#[doc(hidden)]
+pub mod conformance;
+
+pub use file::FileStorage;
+pub use memory::MemoryStorage;
+pub use s3::S3Storage;
+
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::Arc;
+
+/// Seal configuration (type, shares, threshold). Stored in clear: it holds no secret.
+pub const SEAL_CONFIG: &str = "core/seal-config";
+/// The root key wrapped by the unseal key (Shamir) or by KMS. Never in clear.
+pub const ROOT_KEY_WRAPPED: &str = "core/hsm/barrier-unseal-keys";
+/// The root key wrapped by the recovery key (auto-unseal only: break-glass unseal).
+pub const ROOT_KEY_RECOVERY: &str = "core/hsm/recovery-wrapped-root-key";
+/// The keyring, encrypted by the root key.
+pub const KEYRING: &str = "core/keyring";
+/// Cluster name and id, behind the barrier.
+pub const CLUSTER_INFO: &str = "core/cluster";
+/// Salt for keyed token hashes, behind the barrier.
+pub const TOKEN_SALT: &str = "core/token-salt";
+/// Token entries by keyed hash, behind the barrier.
+pub const TOKEN_PREFIX: &str = "sys/token/id/";
+
+/// An opaque version of a stored value, used for compare-and-swap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Version({})", self.0)
+    }
+}
+
+/// A stored value with its version.
+#[derive(Clone)]
+pub struct Entry {
+    /// The bytes as stored.
+    pub value: Vec<u8>,
+    /// The version to pass to a compare-and-swap.
+    pub version: Version,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be ciphertext or seal configuration; never print them.
+        f.debug_struct("Entry")
+            .field("len", &self.value.len())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// The precondition of a conditional put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Write only if nothing is stored at the key.
+    Absent,
+    /// Write only if the stored value still has this version.
+    Matches(Version),
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The key is not a valid storage path.
+    #[error("invalid storage key {0:?}")]
+    InvalidKey(String),
+    /// The backend failed.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+/// Result of storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// The physical storage trait every backend implements.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Read a value, or `None` if absent.
+    async fn get(&self, key: &str) -> Result<Option<Entry>>;
+    /// Write a value unconditionally.
+    async fn put(&self, key: &str, value: &[u8]) -> Result<()>;
+    /// Write a value if `cond` holds. Returns `false` (and writes nothing) if it does not.
+    async fn put_if(&self, key: &str, value: &[u8], cond: Condition) -> Result<bool>;
+    /// Delete a value; deleting an absent key is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// The direct children of `prefix` (which is empty or ends in `/`), sorted;
+    /// sub-folders end in `/`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// A short name for seal-status (`file`, `s3`, `inmem`).
+    fn kind(&self) -> &'static str;
+}
+
+/// Shared handle to a backend.
+pub type DynStorage = Arc<dyn Storage>;
+
+/// Check that a key is a relative path of non-empty segments without `.`/`..`.
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.ends_with('/')
+        || key.len() > 1024
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".." || s.starts_with('_') && s.len() == 1)
+        || key.chars().any(|c| c.is_control() || c == '\\');
+    if bad {
+        Err(StorageError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Check that a list prefix is empty or a valid key followed by `/`.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    match prefix.strip_suffix('/') {
+        Some(p) => validate_key(p),
+        None => Err(StorageError::InvalidKey(prefix.to_string())),
+    }
+}
+
+/// Content version for backends that have no native one: SHA-256 of the value.
+pub(crate) fn content_version(value: &[u8]) -> Version {
+    Version(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        value,
+    )))
+}
+
+/// Where the server keeps its data, as given by `--storage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSpec {
+    /// In-process only; lost on exit.
+    Memory,
+    /// One file per key below a directory.
+    File(std::path::PathBuf),
+    /// An S3 bucket and key prefix.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix, empty or ending in `/`.
+        prefix: String,
+    },
+}
+
+impl std::str::FromStr for StorageSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "memory" || s == "inmem" {
+            Ok(StorageSpec::Memory)
+        } else if let Some(dir) = s.strip_prefix("file:") {
+            if dir.is_empty() {
+                return Err("file storage needs a directory: file:DIR".into());
+            }
+            Ok(StorageSpec::File(dir.into()))
+        } else if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err("s3 storage needs a bucket: s3://BUCKET/PREFIX".into());
+            }
+            let prefix = prefix.trim_matches('/');
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            Ok(StorageSpec::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            })
+        } else {
+            Err(format!(
+                "unknown storage {s:?}: expected memory, file:DIR or s3://BUCKET/PREFIX"
+            ))
+        }
+    }
+}
+
+impl StorageSpec {
+    /// Open the backend.
+    pub async fn open(&self) -> anyhow::Result<DynStorage> {
+        Ok(match self {
+            StorageSpec::Memory => Arc::new(MemoryStorage::default()),
+            StorageSpec::File(dir) => Arc::new(FileStorage::open(dir)?),
+            StorageSpec::S3 { bucket, prefix } => {
+                let sdk = crate::aws::sdk_config().await;
+                Arc::new(S3Storage::new(&sdk, bucket, prefix))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated() {
+        for ok in ["a", "core/keyring", "logical/x/y_z", "a.b"] {
+            assert!(validate_key(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/../b", "a/./b", "a\\b", "a/_", "a\n",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn storage_spec_parses() {
+        assert_eq!("memory".parse::<StorageSpec>(), Ok(StorageSpec::Memory));
+        assert_eq!(
+            "file:/tmp/x".parse::<StorageSpec>(),
+            Ok(StorageSpec::File("/tmp/x".into()))
+        );
+        assert_eq!(
+            "s3://b/p/q/".parse::<StorageSpec>(),
+            Ok(StorageSpec::S3 {
+                bucket: "b".into(),
+                prefix: "p/q/".into()
+            })
+        );
+        assert_eq!(
+            "s3://b".parse::<StorageSpec>(),
+            Ok(StorageSpec::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            })
+        );
+        assert!("s3://".parse::<StorageSpec>().is_err());
+        assert!("file:".parse::<StorageSpec>().is_err());
+        assert!("ftp://x".parse::<StorageSpec>().is_err());
+    }
+}

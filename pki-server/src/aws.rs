@@ -8,6 +8,12 @@ use aws_smithy_http_client::{Builder, tls};
 
 /// Load the SDK configuration from the environment with a ring-based HTTPS client.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    loader().load().await
+}
+
+/// The config loader with our HTTP client and checksum settings, for callers
+/// (tests) that set endpoint, region or credentials in code.
+pub fn loader() -> aws_config::ConfigLoader {
     let http = Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
@@ -17,6 +23,4 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .http_client(http)
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
-        .load()
-        .await
 }

@@ -62,8 +62,27 @@ impl Kms {
             .ok_or_else(|| "kms encrypt returned no ciphertext".to_string())
     }
 
-    /// Decrypt a blob made by [`Kms::wrap`].
+    /// Decrypt a blob made by [`Kms::wrap`]. The key's state is checked first
+    /// (DescribeKey, as Vault's awskms seal does at start): a disabled or
+    /// pending-deletion key is reported by name rather than as a bare failure.
     pub async fn unwrap_key(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+        let meta = self
+            .client
+            .describe_key()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(|e| describe("describe-key", &self.key_id, &e))?
+            .key_metadata
+            .ok_or_else(|| format!("kms describe-key with key {}: no metadata", self.key_id))?;
+        let state = meta.key_state().map(|s| s.as_str().to_string());
+        if !meta.enabled() || state.as_deref() != Some("Enabled") {
+            return Err(format!(
+                "kms decrypt with key {}: the key is {} (enable it, or unseal with the recovery shares)",
+                self.key_id,
+                state.as_deref().unwrap_or("not enabled")
+            ));
+        }
         let out = self
             .client
             .decrypt()

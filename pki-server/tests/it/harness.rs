@@ -1,0 +1,382 @@
+//! Test harness: the app in-process, the real binary as a child process, and
+//! moto's server for S3/KMS (started here; under CI=true a missing moto fails).
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use pki_server::seal::Seal;
+use pki_server::storage::{DynStorage, MemoryStorage};
+use pki_server::{ApiSettings, AppState};
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// The app over a storage, driven without sockets.
+pub struct TestApp {
+    pub state: AppState,
+    pub router: axum::Router,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self::with_storage(Arc::new(MemoryStorage::default()))
+    }
+
+    pub fn with_storage(storage: DynStorage) -> Self {
+        let state = AppState {
+            seal: Arc::new(Seal::new(storage, None)),
+            settings: Arc::new(ApiSettings {
+                max_request_bytes: 64 * 1024,
+                ..Default::default()
+            }),
+        };
+        let router = pki_server::router(state.clone());
+        Self { state, router }
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path);
+        if let Some(t) = token {
+            b = b.header("X-Vault-Token", t);
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let raw = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Resp {
+            status,
+            content_type,
+            body,
+            raw,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.raw(method, path, token, bytes).await
+    }
+
+    /// Init with 5/3 and return (hex shares, base64 shares, root token).
+    pub async fn init(&self) -> (Vec<String>, Vec<String>, String) {
+        let r = self
+            .call(
+                "PUT",
+                "/v1/sys/init",
+                None,
+                Some(serde_json::json!({"secret_shares": 5, "secret_threshold": 3})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let strs = |k: &str| {
+            r.body[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        (
+            strs("keys"),
+            strs("keys_base64"),
+            r.body["root_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Init and unseal; returns the root token.
+    pub async fn init_unsealed(&self) -> String {
+        let (keys, _, token) = self.init().await;
+        for k in &keys[..3] {
+            self.call(
+                "PUT",
+                "/v1/sys/unseal",
+                None,
+                Some(serde_json::json!({"key": k})),
+            )
+            .await;
+        }
+        assert!(self.state.seal.barrier().is_some());
+        token
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{what} exited early: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// Whether missing test tools must fail the run (CI) rather than skip.
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The test venv (tests/.venv, or PKI_TEST_VENV).
+pub fn venv() -> PathBuf {
+    std::env::var_os("PKI_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/.venv"))
+}
+
+/// A tool from the venv, or None (skip) — panics under CI=true.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let p = venv().join("bin").join(name);
+    if p.exists() {
+        return Some(p);
+    }
+    if required() {
+        panic!(
+            "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
+            p.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} not found; run tests/harness.sh setup",
+        p.display()
+    );
+    None
+}
+
+/// moto's server on a loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Option<Self> {
+        let bin = venv_tool("moto_server")?;
+        let port = free_port();
+        let mut child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_port(port, &mut child, "moto_server");
+        Some(Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Environment for a child process using this moto.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// SDK config pointing at this moto (set in code: no process env changes).
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        pki_server::aws::loader()
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let sdk = self.sdk().await;
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real pki-server binary as a child process, SIGKILLed on drop.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub tls_dir: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl ServerProcess {
+    /// Start `pki-server server` on a free port with TLS in `tls_dir`.
+    pub fn start(
+        storage: &str,
+        tls_dir: &Path,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Self {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--storage".into(),
+            storage.into(),
+            "--tls-dir".into(),
+            tls_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = tls_dir.with_extension("log");
+        let mut s = Self {
+            child: spawn(&args, &env, &log),
+            port,
+            tls_dir: tls_dir.to_path_buf(),
+            args,
+            env,
+        };
+        wait_port(port, &mut s.child, "pki-server");
+        s
+    }
+
+    /// SIGKILL, then start again with the same arguments.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn(&self.args, &self.env, &self.log());
+        wait_port(self.port, &mut self.child, "pki-server");
+    }
+
+    /// The server's stderr (all runs appended).
+    pub fn log(&self) -> PathBuf {
+        self.tls_dir.with_extension("log")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.tls_dir.join("ca.pem")
+    }
+
+    /// An HTTPS client that trusts only the listener CA.
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let pem = std::fs::read(self.ca()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.client().request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}/v1/{path}", self.addr()),
+        );
+        if let Some(t) = token {
+            r = r.header("X-Vault-Token", t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Poll seal-status until `sealed == want` or time out.
+    pub async fn wait_sealed(&self, want: bool, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (_, v) = self.call("GET", "sys/seal-status", None, None).await;
+            if v["sealed"].as_bool() == Some(want) || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_pki-server"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn pki-server")
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,7 @@
+//! pki-server integration tests: one binary, one module per area.
+
+mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
+mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)
+mod kms; // KMS auto-unseal against moto: restart unsealed; key disabled stays sealed
+mod process; // the real binary: SIGKILL + restart over file storage, TLS, CLI subcommands
+mod storage; // S3 conformance and plaintext scan against moto; concurrent conditional puts

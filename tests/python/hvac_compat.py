@@ -203,6 +203,7 @@ class Target:
         self.keys: list[str] = []
         self.keys_b64: list[str] = []
         self.root_token: str | None = None
+        self.active_after_s: float | None = None
 
     def redact(self, text: str) -> str:
         """Blank out any secret this run knows of (shares, root tokens), should a
@@ -282,6 +283,20 @@ def phase_init(t: Target) -> None:
     t.step("is_initialized_after", lambda c: c.sys.is_initialized(), keep_result=True)
 
 
+def wait_active(t: Target) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < START_TIMEOUT_S:
+        try:
+            r = t.client.adapter.get("/v1/sys/health", raise_exception=False)
+            if isinstance(r, dict) or getattr(r, "status_code", None) == 200:
+                t.active_after_s = round(time.monotonic() - start, 2)
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    t.active_after_s = None  # the health steps will show what it answered
+
+
 def foreign_share(t: Target, other: Target) -> str:
     """A valid share of the *other* server's key set whose x-coordinate (last
     byte) differs from the shares already given, so it is a wrong share rather
@@ -313,6 +328,9 @@ def phase_rest(t: Target, other: Target) -> None:
     t.step("unseal_full_1", lambda c: s.submit_unseal_key(k[2]))
     t.step("unseal_full_2", lambda c: s.submit_unseal_key(key=kb[3]))
     t.step("unseal_full_3", lambda c: s.submit_unseal_key(k[4]))
+    # OpenBao on raft is a standby (health 429) until it has elected itself
+    # leader; wait until each server answers as active before the health steps.
+    wait_active(t)
     t.step("is_sealed_unsealed", lambda c: s.is_sealed(), keep_result=True)
     t.step("unseal_when_unsealed", lambda c: s.submit_unseal_key(k[0]))
     t.step("seal_status_unsealed", lambda c: s.read_seal_status())
@@ -617,6 +635,17 @@ def stop(proc: subprocess.Popen | None) -> None:
 # --------------------------------------------------------------------------
 
 
+def notes(pki: Target, bao: Target) -> list[str]:
+    """Differences that are reported but not failed: error message texts."""
+    out = []
+    bsteps = {s.name: s for s in bao.steps}
+    for p in pki.steps:
+        b = bsteps.get(p.name)
+        if b is not None and (p.errors or b.errors) and p.errors != b.errors:
+            out.append(f"{p.name}: errors: pki-server {p.errors!r}; openbao {b.errors!r}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pki-server", required=True, help="pki-server binary")
@@ -646,21 +675,34 @@ def main() -> int:
             phase_rest(t, other)
 
         checks = compare(pki, bao)
+    except Exception as e:  # a server did not start, a tool is missing, ...
+        msg = f"{type(e).__name__}: {e}"
+        for secret in SECRETS:
+            msg = msg.replace(secret, "<redacted>")
+        json.dump({"ok": False, "error": msg}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        print(f"hvac_compat: error: {msg}", file=sys.stderr)
+        return 1
     finally:
         for p in procs:
             stop(p)
 
     failed = [c for c in checks if not c.ok]
+    info = notes(pki, bao)
     report = {
         "hvac_version": getattr(hvac, "__version__", None) or _dist_version("hvac"),
         "servers": {t.name: {s.name: s.report() for s in t.steps} for t in (pki, bao)},
+        "active_after_unseal_s": {t.name: t.active_after_s for t in (pki, bao)},
         "allowed_missing": ALLOWED_MISSING,
         "checks": len(checks),
         "failed": [c.__dict__ for c in failed],
+        "notes": info,
         "ok": not failed,
     }
     json.dump(report, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+    for n in info:
+        print(f"NOTE {n}", file=sys.stderr)
     for c in failed:
         print(f"FAIL {c.step}: {c.what}: {c.detail}", file=sys.stderr)
     print(

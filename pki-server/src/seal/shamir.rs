@@ -54,7 +54,7 @@ fn random_x(rng: &SystemRandom) -> Result<Vec<u8>, ShamirError> {
     let mut xs: Vec<u8> = (1..=255).collect();
     for i in (1..xs.len()).rev() {
         let bound = (i + 1) as u16;
-        let limit = 65536 - (65536 % u32::from(bound)) as u32;
+        let limit = 65536 - (65536 % u32::from(bound));
         let j = loop {
             let mut b = [0u8; 2];
             random_bytes(rng, &mut b)?;

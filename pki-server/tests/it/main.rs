@@ -1,4 +1,5 @@
 //! pki-server integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
 mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)

@@ -165,7 +165,7 @@ async fn no_plaintext_and_nothing_that_unseals_in_the_bucket() {
     );
     let mut needles: Vec<Vec<u8>> = canaries.iter().map(|c| c.as_bytes().to_vec()).collect();
     needles.push(token.clone().into_bytes());
-    needles.push(token["hvs.".len()..].as_bytes().to_vec());
+    needles.push(token.as_bytes()["hvs.".len()..].to_vec());
     needles.push(cluster_id.into_bytes());
     for k in keys.iter().chain(&keys_b64) {
         needles.push(k.clone().into_bytes());

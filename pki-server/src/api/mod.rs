@@ -65,6 +65,11 @@ async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
         "sys/health" => return sys::health::health(state, req).await,
         _ => {}
     }
+    // Sealing a sealed server is a no-op success (as in Vault and OpenBao): no
+    // token can be checked while sealed, and there is nothing left to protect.
+    if req.path == "sys/seal" && req.op == Operation::Update && state.seal.barrier().is_none() {
+        return Ok(Reply::NoContent);
+    }
     let barrier = state.seal.barrier().ok_or_else(ApiError::sealed)?;
     if req.op == Operation::Head {
         return Err(ApiError::unsupported_operation());

@@ -43,13 +43,17 @@ impl Reply {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
+/// Vault labels every answer, even a body-less one, as JSON.
+fn with_json_type(mut r: Response) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    with_json_type((status, body.to_string()).into_response())
 }
 
 impl IntoResponse for Reply {
@@ -80,8 +84,8 @@ impl IntoResponse for Reply {
                 }
                 json_response(StatusCode::OK, &body)
             }
-            Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
-            Reply::Empty(status) => status.into_response(),
+            Reply::NoContent => with_json_type(StatusCode::NO_CONTENT.into_response()),
+            Reply::Empty(status) => with_json_type(status.into_response()),
         }
     }
 }

@@ -11,7 +11,7 @@ async fn sealed_server_answers_503_everywhere_but_unauthenticated_sys() {
         ("PUT", "/v1/sys/rotate"),
         ("GET", "/v1/sys/leader"),
         ("GET", "/v1/anything/else"),
-        ("PUT", "/v1/sys/seal"),
+        ("GET", "/v1/sys/seal"),
     ] {
         let r = app.call(m, p, None, None).await;
         assert_eq!(r.status, 503, "{m} {p}");
@@ -167,6 +167,16 @@ async fn init_unseal_seal_over_the_api() {
             .await
             .status,
         503
+    );
+    // Sealing again is a no-op 204, as in Vault and OpenBao.
+    assert_eq!(
+        app.call("PUT", "/v1/sys/seal", None, None).await.status,
+        204
+    );
+    let h = app.call("GET", "/v1/sys/health", None, None).await.body;
+    assert_eq!(
+        (h["standby"].as_bool(), h["replication_dr_mode"].as_str()),
+        (Some(true), Some("unknown"))
     );
 }
 

@@ -262,19 +262,29 @@ async fn tls_only_1_2_and_1_3_and_wrong_ca_is_refused() {
 async fn dev_mode_prints_credentials_and_sigterm_stops_it() {
     let tmp = tempfile::tempdir().unwrap();
     let port = crate::harness::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pki-server"))
-        .args([
-            "server",
-            "--dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--dev-dir",
-            tmp.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_pki-server"))
+            .args([
+                "server",
+                "--dev",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--dev-dir",
+                tmp.path().to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut text = String::new();
     let mut token = None;

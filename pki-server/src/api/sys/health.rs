@@ -47,13 +47,17 @@ pub async fn health(state: &AppState, req: &Request) -> Result<Reply, ApiError> 
     if req.op == Operation::Head {
         return Ok(Reply::Empty(status));
     }
+    // Sealed or uninitialised, Vault and OpenBao report standby and unknown
+    // replication modes: nothing is known until the barrier opens.
+    let active_node = st.initialized && !st.sealed;
+    let mode = if active_node { "disabled" } else { "unknown" };
     let mut body = json!({
         "initialized": st.initialized,
         "sealed": st.sealed,
-        "standby": false,
+        "standby": !active_node,
         "performance_standby": false,
-        "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
+        "replication_performance_mode": mode,
+        "replication_dr_mode": mode,
         "server_time_utc": time::OffsetDateTime::now_utc().unix_timestamp(),
         "version": VERSION,
         "enterprise": false,

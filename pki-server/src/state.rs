@@ -1,7 +1,10 @@
-//! Shared server state handed to every handler.
+//! Shared server state handed to every handler, and the caches that live only
+//! while the server is unsealed (invalidated by the seal's generation counter).
 
-use crate::seal::Seal;
-use std::sync::Arc;
+use crate::mounts::{MountError, MountTable};
+use crate::seal::{Barrier, Seal};
+use crate::storage::Version;
+use std::sync::{Arc, RwLock};
 
 /// Settings the API needs at request time.
 #[derive(Debug, Clone)]
@@ -21,6 +24,16 @@ impl Default for ApiSettings {
     }
 }
 
+type CachedTable = (u64, Arc<MountTable>, Option<Version>);
+
+/// Decrypted state cached between requests; tagged with the seal generation
+/// it was read under, so a seal/unseal cycle never serves stale data.
+#[derive(Debug, Default)]
+pub struct Cache {
+    mounts: RwLock<Option<CachedTable>>,
+    mount_writes: tokio::sync::Mutex<()>,
+}
+
 /// State for the axum app.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -28,4 +41,51 @@ pub struct AppState {
     pub seal: Arc<Seal>,
     /// API settings.
     pub settings: Arc<ApiSettings>,
+    /// Caches of decrypted state.
+    pub cache: Arc<Cache>,
+}
+
+impl AppState {
+    /// State over a seal.
+    pub fn new(seal: Arc<Seal>, settings: ApiSettings) -> Self {
+        Self {
+            seal,
+            settings: Arc::new(settings),
+            cache: Arc::default(),
+        }
+    }
+
+    async fn load_mounts(&self, barrier: &Barrier) -> Result<CachedTable, MountError> {
+        let generation = self.seal.generation();
+        if let Some(c) = self.cache.mounts.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && c.0 == generation
+        {
+            return Ok(c.clone());
+        }
+        let (table, version) = MountTable::load(barrier).await?;
+        let entry = (generation, Arc::new(table), version);
+        *self.cache.mounts.write().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
+        Ok(entry)
+    }
+
+    /// The mount table (cached).
+    pub async fn mounts(&self, barrier: &Barrier) -> Result<Arc<MountTable>, MountError> {
+        Ok(self.load_mounts(barrier).await?.1)
+    }
+
+    /// Change the mount table with `f` and persist it (compare-and-swap).
+    pub async fn update_mounts(
+        &self,
+        barrier: &Barrier,
+        f: impl FnOnce(&mut MountTable) -> Result<(), MountError>,
+    ) -> Result<(), MountError> {
+        let _w = self.cache.mount_writes.lock().await;
+        // Re-read from storage under the write lock: another server may have written.
+        let (table, version) = MountTable::load(barrier).await?;
+        let mut next = table;
+        f(&mut next)?;
+        next.save(barrier, version).await?;
+        *self.cache.mounts.write().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
 }

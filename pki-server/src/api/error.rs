@@ -74,6 +74,16 @@ impl From<SealError> for ApiError {
     }
 }
 
+impl From<crate::mounts::MountError> for ApiError {
+    fn from(e: crate::mounts::MountError) -> Self {
+        if e.is_user_error() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         ApiError::internal(e)

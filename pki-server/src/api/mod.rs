@@ -94,6 +94,9 @@ async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
         "sys/seal" => sys::seal::seal(state, req).await,
         "sys/rotate" => sys::rotate::rotate(&barrier, req).await,
         "sys/key-status" => sys::rotate::key_status(&barrier, req).await,
+        p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
+            sys::mounts::handle(state, &barrier, req).await
+        }
         p => Err(ApiError::unsupported_path(p)),
     }
 }

@@ -186,6 +186,8 @@ pub struct Seal {
     /// Serialises init/unseal/seal transitions.
     transition: tokio::sync::Mutex<Progress>,
     unsealed: RwLock<Option<(Arc<Barrier>, ClusterInfo)>>,
+    /// Incremented at every unseal: caches of decrypted data carry it.
+    generation: std::sync::atomic::AtomicU64,
     auto_unseal_error: RwLock<Option<String>>,
 }
 
@@ -282,6 +284,7 @@ impl Seal {
             kms,
             transition: tokio::sync::Mutex::new(Progress::default()),
             unsealed: RwLock::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             auto_unseal_error: RwLock::new(None),
         }
     }
@@ -318,7 +321,13 @@ impl Seal {
             .map(|(_, c)| c.clone())
     }
 
+    /// Changes at every unseal and seal; caches compare it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn set_unsealed(&self, v: Option<(Arc<Barrier>, ClusterInfo)>) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *self.unsealed.write().unwrap_or_else(|p| p.into_inner()) = v;
     }
 

@@ -2,5 +2,6 @@
 
 pub mod health;
 pub mod init;
+pub mod mounts;
 pub mod rotate;
 pub mod seal;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod pki;
 pub mod seal;
 pub mod server;
 pub mod state;

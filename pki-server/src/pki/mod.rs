@@ -10,9 +10,11 @@ pub mod duration;
 pub mod error;
 pub mod keys;
 mod pem;
+pub mod role;
 pub mod serial;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{NameKind, PkiError, SanSource};
 pub use keys::{EcCurve, Format, KeyType, PrivateKey, PrivateKeyFormat, RsaBits};
+pub use role::{KeySpec, Role, TemplateMetadata};
 pub use serial::SerialNumber;

@@ -14,6 +14,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod mounts;
+pub mod pki;
 pub mod seal;
 pub mod server;
 pub mod state;

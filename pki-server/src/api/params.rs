@@ -32,6 +32,28 @@ pub fn count(data: &Map<String, Value>, key: &str) -> Result<Option<usize>, ApiE
     }
 }
 
+/// A duration parameter: integer seconds, a numeric string, a Go duration
+/// (`"2160h0m0s"`, `"1h30m"`) or days (`"30d"`).
+pub fn duration(
+    data: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    match data.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(_)) => match int(data, key)? {
+            Some(n) => crate::pki::duration::from_seconds(n)
+                .map(Some)
+                .map_err(|_| bad(key, "a duration")),
+            None => Ok(None),
+        },
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => crate::pki::duration::parse(s)
+            .map(Some)
+            .map_err(|_| bad(key, "a duration")),
+        Some(_) => Err(bad(key, "a duration")),
+    }
+}
+
 /// A boolean parameter (`true`, `"true"`, `"1"`, `1`, ...).
 pub fn boolean(data: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
     match data.get(key) {

@@ -104,7 +104,9 @@ pub struct MountTable {
 
 impl MountTable {
     /// Read the table (empty if none was written).
-    pub async fn load(barrier: &dyn Storage) -> Result<(Self, Option<crate::storage::Version>), MountError> {
+    pub async fn load(
+        barrier: &dyn Storage,
+    ) -> Result<(Self, Option<crate::storage::Version>), MountError> {
         match barrier.get(MOUNT_TABLE).await? {
             None => Ok((Self::default(), None)),
             Some(e) => {
@@ -116,7 +118,11 @@ impl MountTable {
     }
 
     /// Write the table if it has not changed since `version` was read.
-    pub async fn save(&self, barrier: &dyn Storage, version: Option<crate::storage::Version>) -> Result<(), MountError> {
+    pub async fn save(
+        &self,
+        barrier: &dyn Storage,
+        version: Option<crate::storage::Version>,
+    ) -> Result<(), MountError> {
         let json = serde_json::to_vec(self).map_err(|e| StorageError::Backend(e.to_string()))?;
         let cond = match version {
             None => Condition::Absent,
@@ -202,7 +208,10 @@ mod tests {
         t.add(entry("kubecluster/pki/kube-apiserver")).unwrap();
         t.add(entry("pki")).unwrap();
         let (m, rest) = t.route("kubecluster/pki/etcd-member/issue/member").unwrap();
-        assert_eq!((m.path.as_str(), rest), ("kubecluster/pki/etcd-member/", "issue/member"));
+        assert_eq!(
+            (m.path.as_str(), rest),
+            ("kubecluster/pki/etcd-member/", "issue/member")
+        );
         assert_eq!(t.route("kubecluster/pki/etcd-member").unwrap().1, "");
         assert_eq!(t.route("pki/ca/pem").unwrap().0.path, "pki/");
         assert!(t.route("pkix/ca").is_none());
@@ -217,8 +226,14 @@ mod tests {
         assert!(matches!(t.add(entry("a")), Err(MountError::InUse(_))));
         assert!(matches!(t.add(entry("a/b/c")), Err(MountError::InUse(_))));
         assert!(t.add(entry("a/bc")).is_ok());
-        assert!(matches!(t.add(entry("sys/x")), Err(MountError::BadPath(..))));
-        assert!(matches!(t.add(entry("auth/x")), Err(MountError::BadPath(..))));
+        assert!(matches!(
+            t.add(entry("sys/x")),
+            Err(MountError::BadPath(..))
+        ));
+        assert!(matches!(
+            t.add(entry("auth/x")),
+            Err(MountError::BadPath(..))
+        ));
         let mut kv = entry("kv");
         kv.kind = "kv".into();
         assert!(matches!(t.add(kv), Err(MountError::UnknownType(_))));

@@ -25,7 +25,10 @@ pub async fn build_state(cfg: &ServerConfig) -> anyhow::Result<AppState> {
         Some(id) => Some(Kms::new(&crate::aws::sdk_config().await, id)),
         None => None,
     };
-    Ok(AppState::new(Arc::new(Seal::new(storage, kms)), cfg.api.clone()))
+    Ok(AppState::new(
+        Arc::new(Seal::new(storage, kms)),
+        cfg.api.clone(),
+    ))
 }
 
 /// What `--dev` prints once it has initialised and unsealed.

@@ -57,7 +57,12 @@ impl AppState {
 
     async fn load_mounts(&self, barrier: &Barrier) -> Result<CachedTable, MountError> {
         let generation = self.seal.generation();
-        if let Some(c) = self.cache.mounts.read().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some(c) = self
+            .cache
+            .mounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
             && c.0 == generation
         {
             return Ok(c.clone());

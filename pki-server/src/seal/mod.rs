@@ -327,7 +327,8 @@ impl Seal {
     }
 
     fn set_unsealed(&self, v: Option<(Arc<Barrier>, ClusterInfo)>) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *self.unsealed.write().unwrap_or_else(|p| p.into_inner()) = v;
     }
 

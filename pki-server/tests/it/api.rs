@@ -422,3 +422,155 @@ async fn rotate_adds_a_term_and_key_status_reports_it() {
         204
     );
 }
+
+#[tokio::test]
+async fn mounts_enable_list_tune_disable() {
+    let app = TestApp::new();
+    let token = app.init_unsealed().await;
+    let t = Some(token.as_str());
+    let r = app
+        .call("POST", "/v1/sys/mounts/kubecluster/pki/etcd-member", t, Some(json!({"type": "pki", "description": "etcd CA", "config": {"max_lease_ttl": "87600h", "default_lease_ttl": null}, "local": false, "seal_wrap": false, "options": null, "plugin_name": null})))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let again = app
+        .call(
+            "POST",
+            "/v1/sys/mounts/kubecluster/pki/etcd-member/",
+            t,
+            Some(json!({"type": "pki"})),
+        )
+        .await;
+    assert_eq!(
+        (again.status.as_u16(), again.body["errors"][0].as_str()),
+        (
+            400,
+            Some("path is already in use at kubecluster/pki/etcd-member/")
+        )
+    );
+    assert_eq!(
+        app.call(
+            "POST",
+            "/v1/sys/mounts/kubecluster",
+            t,
+            Some(json!({"type": "pki"}))
+        )
+        .await
+        .status,
+        400,
+        "overlap"
+    );
+    assert_eq!(
+        app.call("POST", "/v1/sys/mounts/x", t, Some(json!({"type": "kv"})))
+            .await
+            .status,
+        400,
+        "unknown type"
+    );
+    assert_eq!(
+        app.call(
+            "POST",
+            "/v1/sys/mounts/sys/x",
+            t,
+            Some(json!({"type": "pki"}))
+        )
+        .await
+        .status,
+        400,
+        "reserved"
+    );
+    assert_eq!(
+        app.call(
+            "POST",
+            "/v1/sys/mounts/x",
+            t,
+            Some(json!({"type": "pki", "config": {"max_lease_ttl": "forever"}}))
+        )
+        .await
+        .status,
+        400,
+        "bad duration"
+    );
+
+    let l = app.call("GET", "/v1/sys/mounts", t, None).await;
+    assert_eq!(l.status, 200);
+    let m = &l.body["data"]["kubecluster/pki/etcd-member/"];
+    assert_eq!(
+        (
+            m["type"].as_str(),
+            m["config"]["max_lease_ttl"].as_u64(),
+            m["description"].as_str()
+        ),
+        (Some("pki"), Some(315_360_000), Some("etcd CA"))
+    );
+    for k in [
+        "accessor",
+        "uuid",
+        "local",
+        "seal_wrap",
+        "external_entropy_access",
+    ] {
+        assert!(m.get(k).is_some(), "mount entry lacks {k}");
+    }
+    assert!(
+        l.body["kubecluster/pki/etcd-member/"].is_object(),
+        "top-level copy"
+    );
+    assert_eq!(
+        l.body["data"].as_object().unwrap().len(),
+        1,
+        "nothing else was mounted"
+    );
+
+    assert_eq!(
+        app.call(
+            "POST",
+            "/v1/sys/mounts/kubecluster/pki/etcd-member/tune",
+            t,
+            Some(json!({"default_lease_ttl": "720h"}))
+        )
+        .await
+        .status,
+        204
+    );
+    let tune = app
+        .call(
+            "GET",
+            "/v1/sys/mounts/kubecluster/pki/etcd-member/tune",
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(tune.body["data"]["default_lease_ttl"], 2_592_000);
+    let one = app
+        .call("GET", "/v1/sys/mounts/kubecluster/pki/etcd-member", t, None)
+        .await;
+    assert_eq!(one.body["data"]["type"], "pki");
+    let missing = app.call("GET", "/v1/sys/mounts/nope", t, None).await;
+    assert_eq!(
+        (missing.status.as_u16(), missing.body["errors"][0].as_str()),
+        (400, Some("No secret engine mount at nope/"))
+    );
+
+    // The table is behind the barrier and survives a seal/unseal cycle (cache invalidated).
+    assert_eq!(
+        app.call(
+            "DELETE",
+            "/v1/sys/mounts/kubecluster/pki/etcd-member",
+            t,
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        app.call("GET", "/v1/sys/mounts", t, None).await.body["data"],
+        json!({})
+    );
+    assert_eq!(
+        app.call("DELETE", "/v1/sys/mounts/never", t, None)
+            .await
+            .status,
+        204
+    );
+}

@@ -35,7 +35,10 @@ impl TestApp {
     pub fn with_storage(storage: DynStorage) -> Self {
         let state = AppState::new(
             Arc::new(Seal::new(storage, None)),
-            ApiSettings { max_request_bytes: 64 * 1024, ..Default::default() },
+            ApiSettings {
+                max_request_bytes: 64 * 1024,
+                ..Default::default()
+            },
         );
         let router = pki_server::router(state.clone());
         Self { state, router }

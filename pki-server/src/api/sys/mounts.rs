@@ -59,9 +59,9 @@ pub async fn handle(state: &AppState, barrier: &Barrier, req: &Request) -> Resul
     match req.op {
         Operation::Read => {
             let table = state.mounts(barrier).await?;
-            let m = table
-                .get(rest)
-                .ok_or_else(|| ApiError::bad_request(MountError::NotMounted(normalize(rest)).to_string()))?;
+            let m = table.get(rest).ok_or_else(|| {
+                ApiError::bad_request(MountError::NotMounted(normalize(rest)).to_string())
+            })?;
             match entry_json(m) {
                 Value::Object(o) => Ok(Reply::sys_data(o)),
                 _ => Err(ApiError::internal("mount entry is not an object")),
@@ -75,11 +75,20 @@ pub async fn handle(state: &AppState, barrier: &Barrier, req: &Request) -> Resul
 
 async fn list(state: &AppState, barrier: &Barrier) -> Result<Reply, ApiError> {
     let table = state.mounts(barrier).await?;
-    let data: Map<String, Value> = table.entries.iter().map(|m| (m.path.clone(), entry_json(m))).collect();
+    let data: Map<String, Value> = table
+        .entries
+        .iter()
+        .map(|m| (m.path.clone(), entry_json(m)))
+        .collect();
     Ok(Reply::sys_data(data))
 }
 
-async fn enable(state: &AppState, barrier: &Barrier, path: &str, req: &Request) -> Result<Reply, ApiError> {
+async fn enable(
+    state: &AppState,
+    barrier: &Barrier,
+    path: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
     let kind = params::string(&req.data, "type")?
         .ok_or_else(|| ApiError::bad_request("missing 'type'"))?
         .to_string();
@@ -88,19 +97,36 @@ async fn enable(state: &AppState, barrier: &Barrier, path: &str, req: &Request) 
     let options: BTreeMap<String, String> = match req.data.get("options") {
         Some(Value::Object(o)) => o
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
             .collect(),
         _ => BTreeMap::new(),
     };
     let entry = MountEntry {
         path: normalize(path),
         kind,
-        description: params::string(&req.data, "description")?.unwrap_or("").to_string(),
+        description: params::string(&req.data, "description")?
+            .unwrap_or("")
+            .to_string(),
         uuid: random_id(),
         accessor: format!("pki_{}", &random_id()[..8]),
         config: MountConfig {
-            default_lease_ttl: duration_secs(cfg.and_then(|c| c.get("default_lease_ttl")), "default_lease_ttl")?.unwrap_or(0),
-            max_lease_ttl: duration_secs(cfg.and_then(|c| c.get("max_lease_ttl")), "max_lease_ttl")?.unwrap_or(0),
+            default_lease_ttl: duration_secs(
+                cfg.and_then(|c| c.get("default_lease_ttl")),
+                "default_lease_ttl",
+            )?
+            .unwrap_or(0),
+            max_lease_ttl: duration_secs(
+                cfg.and_then(|c| c.get("max_lease_ttl")),
+                "max_lease_ttl",
+            )?
+            .unwrap_or(0),
         },
         options,
         local: params::boolean(&req.data, "local")?.unwrap_or(false),
@@ -144,15 +170,23 @@ async fn delete_prefix(barrier: &Barrier, prefix: &str) -> Result<(), ApiError> 
     Ok(())
 }
 
-async fn tune(state: &AppState, barrier: &Barrier, path: &str, req: &Request) -> Result<Reply, ApiError> {
+async fn tune(
+    state: &AppState,
+    barrier: &Barrier,
+    path: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
     match req.op {
         Operation::Read => {
             let table = state.mounts(barrier).await?;
-            let m = table
-                .get(path)
-                .ok_or_else(|| ApiError::bad_request(MountError::NotMounted(normalize(path)).to_string()))?;
+            let m = table.get(path).ok_or_else(|| {
+                ApiError::bad_request(MountError::NotMounted(normalize(path)).to_string())
+            })?;
             let mut d = Map::new();
-            d.insert("default_lease_ttl".into(), json!(m.config.default_lease_ttl));
+            d.insert(
+                "default_lease_ttl".into(),
+                json!(m.config.default_lease_ttl),
+            );
             d.insert("max_lease_ttl".into(), json!(m.config.max_lease_ttl));
             d.insert("force_no_cache".into(), json!(false));
             d.insert("description".into(), json!(m.description));

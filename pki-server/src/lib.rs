@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod mounts;
 #[allow(dead_code)] // the CA core is being built (issue #4); items unused until its handlers land
 pub mod pki;

@@ -32,6 +32,8 @@ type CachedTable = (u64, Arc<MountTable>, Option<Version>);
 pub struct Cache {
     mounts: RwLock<Option<CachedTable>>,
     mount_writes: tokio::sync::Mutex<()>,
+    /// Per-mount PKI state.
+    pub engines: crate::engine::EngineCache,
 }
 
 /// State for the axum app.

@@ -49,6 +49,10 @@ impl ApiError {
     pub fn unsupported_path(path: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, format!("unsupported path: {path}"))
     }
+    /// 404 with an empty error list (a missing object or an empty list, as Vault).
+    pub fn not_found() -> Self {
+        Self { status: StatusCode::NOT_FOUND, errors: Vec::new() }
+    }
     /// 405 for a method the path does not support.
     pub fn unsupported_operation() -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "unsupported operation")
@@ -80,6 +84,29 @@ impl From<crate::mounts::MountError> for ApiError {
             ApiError::bad_request(e.to_string())
         } else {
             ApiError::internal(e)
+        }
+    }
+}
+
+impl From<crate::pki::PkiError> for ApiError {
+    fn from(e: crate::pki::PkiError) -> Self {
+        if e.is_user_error() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::Pki(p) => p.into(),
+            E::Storage(s) => s.into(),
+            E::NotFound => ApiError { status: StatusCode::NOT_FOUND, errors: Vec::new() },
+            E::Bad(m) => ApiError::bad_request(m),
+            e @ E::Corrupt(_) => ApiError::internal(e),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod params;
+pub mod pki;
 pub mod request;
 pub mod response;
 pub mod sys;
@@ -44,7 +45,7 @@ async fn handle(State(state): State<AppState>, req: axum::http::Request<Body>) -
                 &bytes,
             ) {
                 Err(e) => e.into_response(),
-                Ok(r) => match dispatch(&state, &r).await {
+                Ok(r) => match dispatch(&state, r).await {
                     Ok(reply) => reply.into_response(),
                     Err(e) => e.into_response(),
                 },
@@ -56,13 +57,14 @@ async fn handle(State(state): State<AppState>, req: axum::http::Request<Body>) -
     resp
 }
 
-async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
+async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError> {
+    let req_ref = &req;
     // Unauthenticated, and answered whether sealed or not.
-    match req.path.as_str() {
-        "sys/init" => return sys::init::handle(state, req).await,
-        "sys/seal-status" => return sys::seal::status(state, req).await,
-        "sys/unseal" => return sys::seal::unseal(state, req).await,
-        "sys/health" => return sys::health::health(state, req).await,
+    match req_ref.path.as_str() {
+        "sys/init" => return sys::init::handle(state, req_ref).await,
+        "sys/seal-status" => return sys::seal::status(state, req_ref).await,
+        "sys/unseal" => return sys::seal::unseal(state, req_ref).await,
+        "sys/health" => return sys::health::health(state, req_ref).await,
         _ => {}
     }
     // Sealing a sealed server is a no-op success (as in Vault and OpenBao): no
@@ -75,13 +77,20 @@ async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
         return Err(ApiError::unsupported_operation());
     }
     if req.path == "sys/leader" {
-        return sys::health::leader(state, req).await;
+        return sys::health::leader(state, &req).await;
+    }
+    let is_sys = req.path == "sys" || req.path.starts_with("sys/") || req.path.starts_with("auth/");
+    // PKI fetches that need no token (ca, crl, cert/<serial>).
+    if !is_sys {
+        let table = state.mounts(&barrier).await?;
+        if let Some((m, rest)) = table.route(&req.path)
+            && pki::is_unauthenticated(rest, req.op)
+        {
+            return mount(state, &barrier, m, rest, &req).await;
+        }
     }
 
-    let token = req
-        .token
-        .as_deref()
-        .ok_or_else(ApiError::permission_denied)?;
+    let token = req.token.as_deref().ok_or_else(ApiError::permission_denied)?;
     let entry = crate::auth::token::lookup(barrier.as_ref(), token)
         .await?
         .ok_or_else(ApiError::invalid_token)?;
@@ -89,14 +98,35 @@ async fn dispatch(state: &AppState, req: &Request) -> Result<Reply, ApiError> {
     if !entry.is_root() {
         return Err(ApiError::permission_denied());
     }
+    req.metadata = entry.meta;
 
     match req.path.as_str() {
-        "sys/seal" => sys::seal::seal(state, req).await,
-        "sys/rotate" => sys::rotate::rotate(&barrier, req).await,
-        "sys/key-status" => sys::rotate::key_status(&barrier, req).await,
+        "sys/seal" => sys::seal::seal(state, &req).await,
+        "sys/rotate" => sys::rotate::rotate(&barrier, &req).await,
+        "sys/key-status" => sys::rotate::key_status(&barrier, &req).await,
         p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
-            sys::mounts::handle(state, &barrier, req).await
+            sys::mounts::handle(state, &barrier, &req).await
+        }
+        p if !is_sys => {
+            let table = state.mounts(&barrier).await?;
+            match table.route(p) {
+                Some((m, rest)) => mount(state, &barrier, m, rest, &req).await,
+                None => Err(ApiError::unsupported_path(p)),
+            }
         }
         p => Err(ApiError::unsupported_path(p)),
     }
+}
+
+/// A request routed to a mounted engine (only `pki` exists).
+async fn mount(
+    state: &AppState,
+    barrier: &std::sync::Arc<crate::seal::Barrier>,
+    m: &crate::mounts::MountEntry,
+    rest: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
+    let cache = state.cache.engines.state(&m.uuid, state.seal.generation());
+    let engine = crate::engine::Engine::new(barrier.as_ref(), m, cache);
+    pki::handle(&engine, rest, req).await
 }

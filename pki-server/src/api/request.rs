@@ -35,6 +35,8 @@ pub struct Request {
     pub query: HashMap<String, String>,
     /// Client token from `X-Vault-Token` or `Authorization: Bearer`.
     pub token: Option<String>,
+    /// The calling token's metadata (filled after authentication), for role templates.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Request {
@@ -142,6 +144,7 @@ impl Request {
             data,
             query,
             token: token_from(headers),
+            metadata: Default::default(),
         })
     }
 }

@@ -22,9 +22,22 @@ pub enum Reply {
     NoContent,
     /// A status with no body (HEAD).
     Empty(StatusCode),
+    /// Raw bytes with their own content type (PKI `ca`, `crl`, ...).
+    Raw {
+        /// Content-Type.
+        content_type: &'static str,
+        /// Body.
+        body: Vec<u8>,
+    },
+    /// The envelope with a status other than 200 (`tidy` answers 202).
+    Status(StatusCode, Box<Reply>),
 }
 
 impl Reply {
+    /// An enveloped reply with warnings.
+    pub fn data_with_warnings(data: Map<String, Value>, warnings: Vec<String>) -> Self {
+        Reply::Data { data, warnings, top_level: false }
+    }
     /// An enveloped reply.
     pub fn data(data: Map<String, Value>) -> Self {
         Reply::Data {
@@ -86,6 +99,21 @@ impl IntoResponse for Reply {
             }
             Reply::NoContent => with_json_type(StatusCode::NO_CONTENT.into_response()),
             Reply::Empty(status) => with_json_type(status.into_response()),
+            Reply::Raw { content_type, body } => {
+                if body.is_empty() {
+                    // Vault answers 204 on raw paths when there is nothing to serve.
+                    return StatusCode::NO_CONTENT.into_response();
+                }
+                let mut r = (StatusCode::OK, body).into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                r
+            }
+            Reply::Status(status, inner) => {
+                let mut r = inner.into_response();
+                *r.status_mut() = status;
+                r
+            }
         }
     }
 }

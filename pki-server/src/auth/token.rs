@@ -21,6 +21,9 @@ pub struct TokenEntry {
     pub creation_time: i64,
     /// Display name.
     pub display_name: String,
+    /// Metadata set by a privileged creator or a login method (role templates read it).
+    #[serde(default)]
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 impl TokenEntry {
@@ -74,6 +77,7 @@ pub async fn create(
         accessor: B64URL.encode(&random(18)?[..]),
         creation_time: now,
         display_name: display_name.to_string(),
+        meta: Default::default(),
     };
     let key = format!(
         "{}{}",

@@ -598,13 +598,13 @@ fn resolve_validity(
         Some(t) => whole_seconds(t),
         None => add(now, ttl)?,
     };
-    if let Some(ca) = ca_not_after {
-        if not_after > ca {
-            return Err(PkiError::TtlPastCaExpiry {
-                not_after,
-                ca_not_after: ca,
-            });
-        }
+    if let Some(ca) = ca_not_after
+        && not_after > ca
+    {
+        return Err(PkiError::TtlPastCaExpiry {
+            not_after,
+            ca_not_after: ca,
+        });
     }
     let back = time::Duration::try_from(l.not_before_duration)
         .map_err(|_| PkiError::bad("not_before_duration is too large"))?;

@@ -117,15 +117,15 @@ fn private_keys_are_readable_by_openssl_and_round_trip() {
             &pem[..40]
         );
         let text = openssl_reads(&[tool, "-noout", "-text"], &pem);
-        if let KeyType::Ec(curve) = kt {
-            if kf == PrivateKeyFormat::Der {
-                let name = if curve == EcCurve::P256 {
-                    "prime256v1"
-                } else {
-                    "secp384r1"
-                };
-                assert!(text.contains(&format!("ASN1 OID: {name}")), "{text}");
-            }
+        if let KeyType::Ec(curve) = kt
+            && kf == PrivateKeyFormat::Der
+        {
+            let name = if curve == EcCurve::P256 {
+                "prime256v1"
+            } else {
+                "secp384r1"
+            };
+            assert!(text.contains(&format!("ASN1 OID: {name}")), "{text}");
         }
         let back = PrivateKey::from_pem(&pem).unwrap();
         assert_eq!(back.key_type(), kt);

@@ -6,15 +6,32 @@
 //! it can reserve them in storage first) and passed in.
 
 pub mod clock;
+pub mod csr;
+mod der;
 pub mod duration;
 pub mod error;
+pub mod issue;
+pub mod issuer;
 pub mod keys;
 mod pem;
+pub mod revocation;
 pub mod role;
 pub mod serial;
+#[cfg(test)]
+mod testutil;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use csr::{CsrKey, ParsedCsr};
 pub use error::{NameKind, PkiError, SanSource};
+pub use issue::{
+    CaRequest, IssueRequest, Issued, MountContext, MountTtl, SignIntermediateRequest,
+    SubjectFields, UrlsConfig, VerbatimRequest, issue, issue_with_key, sign, sign_verbatim,
+};
+pub use issuer::{
+    ChainCert, GeneratedRoot, IntermediateCsr, Issuer, generate_intermediate_csr, generate_root,
+    sign_intermediate,
+};
 pub use keys::{EcCurve, Format, KeyType, PrivateKey, PrivateKeyFormat, RsaBits};
+pub use revocation::{Crl, DEFAULT_CRL_EXPIRY, RevokedCert, build_crl};
 pub use role::{KeySpec, Role, TemplateMetadata};
 pub use serial::SerialNumber;

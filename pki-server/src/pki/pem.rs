@@ -62,15 +62,6 @@ pub(crate) fn decode_all(text: &str) -> Result<Vec<Block>> {
     Ok(blocks)
 }
 
-/// The single block labelled `label` in `text`.
-pub(crate) fn decode_one(text: &str, label: &str) -> Result<Vec<u8>> {
-    decode_all(text)?
-        .into_iter()
-        .find(|b| b.label == label)
-        .map(|b| b.der)
-        .ok_or_else(|| PkiError::bad(format!("no PEM block of type {label} found")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,8 +76,6 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].der, der);
         assert_eq!(blocks[1].label, "X509 CRL");
-        assert_eq!(decode_one(&both, "X509 CRL").unwrap(), vec![1, 2, 3]);
-        assert!(decode_one(&both, "PRIVATE KEY").is_err());
         assert!(decode_all("-----BEGIN X-----\n!!\n-----END X-----").is_err());
         assert!(decode_all("-----BEGIN X-----\nAAAA\n").is_err());
     }

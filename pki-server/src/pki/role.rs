@@ -160,7 +160,8 @@ impl Default for Role {
             code_signing_flag: false,
             email_protection_flag: false,
             key_type: "rsa".to_string(),
-            key_bits: 2048,
+            // Vault's field default; `validate` turns it into 2048 / 256.
+            key_bits: 0,
             signature_bits: 0,
             use_pss: false,
             key_usage: vec![

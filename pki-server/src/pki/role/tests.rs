@@ -532,8 +532,11 @@ fn defaults_are_vaults_and_survive_storage() {
     assert_eq!(r.not_before_duration, Duration::from_secs(30));
     assert_eq!(
         (r.key_type.as_str(), r.key_bits, r.signature_bits),
-        ("rsa", 2048, 0)
+        ("rsa", 0, 0)
     );
+    let mut v = r.clone();
+    v.validate().unwrap();
+    assert_eq!(v.key_bits, 2048);
     assert_eq!(r.issuer_ref, "default");
     // Stored roles missing newer fields load with defaults.
     let partial: Role = serde_json::from_str(r#"{"allowed_domains":["x"],"ttl":60}"#).unwrap();

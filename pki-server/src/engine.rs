@@ -55,7 +55,10 @@ pub struct CrlConfig {
 
 impl Default for CrlConfig {
     fn default() -> Self {
-        Self { expiry: crate::pki::DEFAULT_CRL_EXPIRY.as_secs(), disable: false }
+        Self {
+            expiry: crate::pki::DEFAULT_CRL_EXPIRY.as_secs(),
+            disable: false,
+        }
     }
 }
 
@@ -109,7 +112,9 @@ impl EngineCache {
     pub fn state(&self, uuid: &str, generation: u64) -> Arc<MountState> {
         if let Some(s) = {
             let g = self.states.read().unwrap_or_else(|p| p.into_inner());
-            (g.0 == generation).then(|| g.1.get(uuid).cloned()).flatten()
+            (g.0 == generation)
+                .then(|| g.1.get(uuid).cloned())
+                .flatten()
         } {
             return s;
         }
@@ -132,7 +137,9 @@ pub struct Engine<'a> {
 
 impl std::fmt::Debug for Engine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,7 +182,13 @@ impl<'a> Engine<'a> {
 
     /// The mount's CA, if one was generated or set.
     pub async fn issuer(&self) -> Result<Option<Arc<Issuer>>> {
-        if let Some(i) = self.state.issuer.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(i) = self
+            .state
+            .issuer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(Some(i));
         }
         let Some(s) = self.read::<StoredIssuer>("config/issuer").await? else {
@@ -196,10 +209,16 @@ impl<'a> Engine<'a> {
 
     /// Store `issuer` as the mount's CA (replacing any).
     pub async fn set_issuer(&self, issuer: Issuer) -> Result<Arc<Issuer>> {
-        let key = issuer.key().encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?;
+        let key = issuer
+            .key()
+            .encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?;
         let s = StoredIssuer {
             certificate: issuer.certificate_pem().to_string(),
-            parents: issuer.parents().iter().map(|c| c.encode(crate::pki::Format::Pem)).collect(),
+            parents: issuer
+                .parents()
+                .iter()
+                .map(|c| c.encode(crate::pki::Format::Pem))
+                .collect(),
             key: key.to_string(),
         };
         let bytes = zeroize::Zeroizing::new(json(&s)?);
@@ -222,7 +241,9 @@ impl<'a> Engine<'a> {
     /// Keep the key of an intermediate CSR until `set-signed`.
     pub async fn set_pending_key(&self, key: &PrivateKey) -> Result<()> {
         let pem = key.encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?;
-        self.store.put(&self.key("config/pending-key"), pem.as_bytes()).await?;
+        self.store
+            .put(&self.key("config/pending-key"), pem.as_bytes())
+            .await?;
         Ok(())
     }
 
@@ -232,7 +253,8 @@ impl<'a> Engine<'a> {
             None => Ok(None),
             Some(e) => {
                 let pem = zeroize::Zeroizing::new(
-                    String::from_utf8(e.value).map_err(|_| EngineError::Corrupt("config/pending-key".into()))?,
+                    String::from_utf8(e.value)
+                        .map_err(|_| EngineError::Corrupt("config/pending-key".into()))?,
                 );
                 Ok(Some(PrivateKey::from_pem(&pem)?))
             }
@@ -248,7 +270,13 @@ impl<'a> Engine<'a> {
 
     /// `config/urls`.
     pub async fn urls(&self) -> Result<Arc<UrlsConfig>> {
-        if let Some(u) = self.state.urls.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(u) = self
+            .state
+            .urls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(u);
         }
         let u = Arc::new(match self.read::<StoredUrls>("config/urls").await? {
@@ -289,7 +317,13 @@ impl<'a> Engine<'a> {
 
     /// A role, or `None`.
     pub async fn role(&self, name: &str) -> Result<Option<Arc<Role>>> {
-        if let Some(r) = self.state.roles.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(r) = self
+            .state
+            .roles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
             return Ok(Some(r.clone()));
         }
         let Some(role) = self.read::<Role>(&format!("role/{name}")).await? else {
@@ -306,7 +340,9 @@ impl<'a> Engine<'a> {
 
     /// Write a role (already validated).
     pub async fn put_role(&self, name: &str, role: Role) -> Result<()> {
-        self.store.put(&self.key(&format!("role/{name}")), &json(&role)?).await?;
+        self.store
+            .put(&self.key(&format!("role/{name}")), &json(&role)?)
+            .await?;
         self.state
             .roles
             .write()
@@ -317,8 +353,14 @@ impl<'a> Engine<'a> {
 
     /// Delete a role.
     pub async fn delete_role(&self, name: &str) -> Result<()> {
-        self.store.delete(&self.key(&format!("role/{name}"))).await?;
-        self.state.roles.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.store
+            .delete(&self.key(&format!("role/{name}")))
+            .await?;
+        self.state
+            .roles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         Ok(())
     }
 
@@ -340,7 +382,11 @@ impl<'a> Engine<'a> {
     pub async fn store_cert(&self, serial: &SerialNumber, der: &[u8]) -> Result<bool> {
         Ok(self
             .store
-            .put_if(&self.key(&format!("certs/{}", serial.storage_key())), der, Condition::Absent)
+            .put_if(
+                &self.key(&format!("certs/{}", serial.storage_key())),
+                der,
+                Condition::Absent,
+            )
             .await?)
     }
 
@@ -369,24 +415,33 @@ impl<'a> Engine<'a> {
 
     /// A revocation record.
     pub async fn revocation(&self, serial: &SerialNumber) -> Result<Option<Revocation>> {
-        self.read(&format!("revoked/{}", serial.storage_key())).await
+        self.read(&format!("revoked/{}", serial.storage_key()))
+            .await
     }
 
     /// Revoke a stored certificate and rebuild the CRL. Returns the record
     /// (the original one if it was already revoked) and warnings.
-    pub async fn revoke(&self, serial: &SerialNumber, now: OffsetDateTime) -> Result<(Option<Revocation>, Vec<String>)> {
+    pub async fn revoke(
+        &self,
+        serial: &SerialNumber,
+        now: OffsetDateTime,
+    ) -> Result<(Option<Revocation>, Vec<String>)> {
         let issuer = self.require_issuer().await?;
         if issuer.serial_number() == serial {
-            return Err(EngineError::Bad("adding issuer to its own CRL is not allowed".into()));
+            return Err(EngineError::Bad(
+                "adding issuer to its own CRL is not allowed".into(),
+            ));
         }
         let _g = self.state.crl_lock.lock().await;
         if let Some(r) = self.revocation(serial).await? {
             return Ok((Some(r), Vec::new()));
         }
-        let der = self
-            .cert(serial)
-            .await?
-            .ok_or_else(|| EngineError::Bad(format!("certificate with serial {} not found.", serial.colon_hex())))?;
+        let der = self.cert(serial).await?.ok_or_else(|| {
+            EngineError::Bad(format!(
+                "certificate with serial {} not found.",
+                serial.colon_hex()
+            ))
+        })?;
         let not_after = x509_parser::parse_x509_certificate(&der)
             .map(|(_, c)| c.validity().not_after.timestamp())
             .map_err(|_| EngineError::Corrupt(format!("certs/{}", serial.storage_key())))?;
@@ -399,9 +454,15 @@ impl<'a> Engine<'a> {
                 )],
             ));
         }
-        let rec = Revocation { revocation_time: unix(now), not_after };
+        let rec = Revocation {
+            revocation_time: unix(now),
+            not_after,
+        };
         self.store
-            .put(&self.key(&format!("revoked/{}", serial.storage_key())), &json(&rec)?)
+            .put(
+                &self.key(&format!("revoked/{}", serial.storage_key())),
+                &json(&rec)?,
+            )
             .await?;
         self.rebuild_crl_locked(&issuer, now).await?;
         Ok((Some(rec), Vec::new()))
@@ -422,7 +483,12 @@ impl<'a> Engine<'a> {
 
     /// Revoked serials, colon-hex.
     pub async fn list_revoked(&self) -> Result<Vec<String>> {
-        Ok(self.revoked_list().await?.into_iter().map(|(k, _)| k.replace('-', ":")).collect())
+        Ok(self
+            .revoked_list()
+            .await?
+            .into_iter()
+            .map(|(k, _)| k.replace('-', ":"))
+            .collect())
     }
 
     async fn rebuild_crl_locked(&self, issuer: &Issuer, now: OffsetDateTime) -> Result<Crl> {
@@ -440,10 +506,25 @@ impl<'a> Engine<'a> {
             }
             v
         };
-        let number = self.read::<StoredCrl>("crl/current").await?.map(|c| c.number + 1).unwrap_or(1);
-        let crl = build_crl(issuer, &revoked, number, now, Duration::from_secs(cfg.expiry))?;
-        let stored = StoredCrl { number, der: B64.encode(&crl.der) };
-        self.store.put(&self.key("crl/current"), &json(&stored)?).await?;
+        let number = self
+            .read::<StoredCrl>("crl/current")
+            .await?
+            .map(|c| c.number + 1)
+            .unwrap_or(1);
+        let crl = build_crl(
+            issuer,
+            &revoked,
+            number,
+            now,
+            Duration::from_secs(cfg.expiry),
+        )?;
+        let stored = StoredCrl {
+            number,
+            der: B64.encode(&crl.der),
+        };
+        self.store
+            .put(&self.key("crl/current"), &json(&stored)?)
+            .await?;
         Ok(crl)
     }
 
@@ -490,13 +571,21 @@ impl<'a> Engine<'a> {
                     continue;
                 }
                 let path = self.key(&format!("certs/{k}"));
-                let Some(e) = self.store.get(&path).await? else { continue };
+                let Some(e) = self.store.get(&path).await? else {
+                    continue;
+                };
                 let expired = match x509_parser::parse_x509_certificate(&e.value) {
                     Ok((_, c)) => c.validity().not_after.timestamp() < cutoff,
                     Err(_) => false,
                 };
                 // A revoked certificate stays while its revocation record does.
-                if expired && (revoked || self.read::<Revocation>(&format!("revoked/{k}")).await?.is_none()) {
+                if expired
+                    && (revoked
+                        || self
+                            .read::<Revocation>(&format!("revoked/{k}"))
+                            .await?
+                            .is_none())
+                {
                     self.store.delete(&path).await?;
                     certs_removed += 1;
                 }
@@ -505,7 +594,9 @@ impl<'a> Engine<'a> {
         if revoked {
             for (k, r) in self.revoked_list().await? {
                 if r.not_after < cutoff {
-                    self.store.delete(&self.key(&format!("revoked/{k}"))).await?;
+                    self.store
+                        .delete(&self.key(&format!("revoked/{k}")))
+                        .await?;
                     revoked_removed += 1;
                 }
             }

@@ -15,7 +15,6 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod mounts;
-#[allow(dead_code)] // the CA core is being built (issue #4); items unused until its handlers land
 pub mod pki;
 pub mod seal;
 pub mod server;

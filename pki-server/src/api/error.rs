@@ -51,7 +51,10 @@ impl ApiError {
     }
     /// 404 with an empty error list (a missing object or an empty list, as Vault).
     pub fn not_found() -> Self {
-        Self { status: StatusCode::NOT_FOUND, errors: Vec::new() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            errors: Vec::new(),
+        }
     }
     /// 405 for a method the path does not support.
     pub fn unsupported_operation() -> Self {
@@ -104,7 +107,10 @@ impl From<crate::engine::EngineError> for ApiError {
         match e {
             E::Pki(p) => p.into(),
             E::Storage(s) => s.into(),
-            E::NotFound => ApiError { status: StatusCode::NOT_FOUND, errors: Vec::new() },
+            E::NotFound => ApiError {
+                status: StatusCode::NOT_FOUND,
+                errors: Vec::new(),
+            },
             E::Bad(m) => ApiError::bad_request(m),
             e @ E::Corrupt(_) => ApiError::internal(e),
         }

@@ -90,7 +90,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         }
     }
 
-    let token = req.token.as_deref().ok_or_else(ApiError::permission_denied)?;
+    let token = req
+        .token
+        .as_deref()
+        .ok_or_else(ApiError::permission_denied)?;
     let entry = crate::auth::token::lookup(barrier.as_ref(), token)
         .await?
         .ok_or_else(ApiError::invalid_token)?;

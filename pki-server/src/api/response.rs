@@ -36,7 +36,11 @@ pub enum Reply {
 impl Reply {
     /// An enveloped reply with warnings.
     pub fn data_with_warnings(data: Map<String, Value>, warnings: Vec<String>) -> Self {
-        Reply::Data { data, warnings, top_level: false }
+        Reply::Data {
+            data,
+            warnings,
+            top_level: false,
+        }
     }
     /// An enveloped reply.
     pub fn data(data: Map<String, Value>) -> Self {

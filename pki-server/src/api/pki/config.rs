@@ -15,7 +15,10 @@ pub async fn urls(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
             let u = engine.urls().await?;
             let mut d = Map::new();
             d.insert("issuing_certificates".into(), json!(u.issuing_certificates));
-            d.insert("crl_distribution_points".into(), json!(u.crl_distribution_points));
+            d.insert(
+                "crl_distribution_points".into(),
+                json!(u.crl_distribution_points),
+            );
             d.insert("delta_crl_distribution_points".into(), json!([]));
             d.insert("ocsp_servers".into(), json!(u.ocsp_servers));
             d.insert("enable_templating".into(), json!(false));
@@ -28,11 +31,22 @@ pub async fn urls(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
             };
             let u = UrlsConfig {
                 issuing_certificates: pick("issuing_certificates", &cur.issuing_certificates)?,
-                crl_distribution_points: pick("crl_distribution_points", &cur.crl_distribution_points)?,
+                crl_distribution_points: pick(
+                    "crl_distribution_points",
+                    &cur.crl_distribution_points,
+                )?,
                 ocsp_servers: pick("ocsp_servers", &cur.ocsp_servers)?,
             };
-            for url in u.issuing_certificates.iter().chain(&u.crl_distribution_points).chain(&u.ocsp_servers) {
-                if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("ldap://")) {
+            for url in u
+                .issuing_certificates
+                .iter()
+                .chain(&u.crl_distribution_points)
+                .chain(&u.ocsp_servers)
+            {
+                if !(url.starts_with("http://")
+                    || url.starts_with("https://")
+                    || url.starts_with("ldap://"))
+                {
                     return Err(ApiError::bad_request(format!("invalid URL: {url}")));
                 }
             }
@@ -49,7 +63,12 @@ pub async fn crl(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> 
         Operation::Read => {
             let c = engine.crl_config().await?;
             let mut d = Map::new();
-            d.insert("expiry".into(), json!(crate::pki::duration::format_go(std::time::Duration::from_secs(c.expiry))));
+            d.insert(
+                "expiry".into(),
+                json!(crate::pki::duration::format_go(
+                    std::time::Duration::from_secs(c.expiry)
+                )),
+            );
             d.insert("disable".into(), json!(c.disable));
             d.insert("ocsp_disable".into(), json!(false));
             d.insert("ocsp_expiry".into(), json!("12h"));
@@ -73,8 +92,12 @@ pub async fn crl(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> 
             if let Some(d) = params::boolean(&req.data, "disable")? {
                 c.disable = d;
             }
-            if params::boolean(&req.data, "auto_rebuild")? == Some(true) || params::boolean(&req.data, "enable_delta")? == Some(true) {
-                return Err(ApiError::bad_request("auto_rebuild and delta CRLs are not supported by this server"));
+            if params::boolean(&req.data, "auto_rebuild")? == Some(true)
+                || params::boolean(&req.data, "enable_delta")? == Some(true)
+            {
+                return Err(ApiError::bad_request(
+                    "auto_rebuild and delta CRLs are not supported by this server",
+                ));
             }
             engine.set_crl_config(&CrlConfig { ..c }).await?;
             Ok(Reply::NoContent)

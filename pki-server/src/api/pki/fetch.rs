@@ -32,16 +32,35 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
             .unwrap_or_default()
     };
     Ok(match rest {
-        "ca" => Reply::Raw { content_type: "application/pkix-cert", body: issuer.as_ref().map(|i| i.certificate_der().to_vec()).unwrap_or_default() },
+        "ca" => Reply::Raw {
+            content_type: "application/pkix-cert",
+            body: issuer
+                .as_ref()
+                .map(|i| i.certificate_der().to_vec())
+                .unwrap_or_default(),
+        },
         "ca/pem" => Reply::Raw {
             content_type: "application/pem-certificate-chain",
-            body: issuer.as_ref().map(|i| i.certificate_pem().trim_end().as_bytes().to_vec()).unwrap_or_default(),
+            body: issuer
+                .as_ref()
+                .map(|i| i.certificate_pem().trim_end().as_bytes().to_vec())
+                .unwrap_or_default(),
         },
-        "ca_chain" => Reply::Raw { content_type: "application/pkix-cert", body: chain_pem().into_bytes() },
-        "crl" => Reply::Raw { content_type: "application/pkix-crl", body: engine.crl_der(CLOCK.now()).await?.unwrap_or_default() },
+        "ca_chain" => Reply::Raw {
+            content_type: "application/pkix-cert",
+            body: chain_pem().into_bytes(),
+        },
+        "crl" => Reply::Raw {
+            content_type: "application/pkix-crl",
+            body: engine.crl_der(CLOCK.now()).await?.unwrap_or_default(),
+        },
         "crl/pem" => Reply::Raw {
             content_type: "application/x-pem-file",
-            body: engine.crl_der(CLOCK.now()).await?.map(|d| pem("X509 CRL", &d).into_bytes()).unwrap_or_default(),
+            body: engine
+                .crl_der(CLOCK.now())
+                .await?
+                .map(|d| pem("X509 CRL", &d).into_bytes())
+                .unwrap_or_default(),
         },
         "cert/ca" | "cert/ca_chain" => {
             let i = issuer.as_ref().ok_or_else(ApiError::not_found)?;
@@ -53,7 +72,10 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
             Reply::data(d)
         }
         "cert/crl" => {
-            let der = engine.crl_der(CLOCK.now()).await?.ok_or_else(ApiError::not_found)?;
+            let der = engine
+                .crl_der(CLOCK.now())
+                .await?
+                .ok_or_else(ApiError::not_found)?;
             let mut d = Map::new();
             d.insert("certificate".into(), json!(pem("X509 CRL", &der)));
             d.insert("revocation_time".into(), json!(0));
@@ -61,7 +83,9 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
             Reply::data(d)
         }
         other => {
-            let rest = other.strip_prefix("cert/").ok_or_else(|| ApiError::unsupported_path(other))?;
+            let rest = other
+                .strip_prefix("cert/")
+                .ok_or_else(|| ApiError::unsupported_path(other))?;
             let (serial, raw) = match rest.split_once('/') {
                 None => (rest, None),
                 Some((s, "raw")) => (s, Some(false)),
@@ -69,10 +93,19 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
                 Some(_) => return Err(ApiError::unsupported_path(other)),
             };
             let serial = SerialNumber::parse(serial).map_err(|_| ApiError::not_found())?;
-            let der = engine.cert(&serial).await?.ok_or_else(ApiError::not_found)?;
+            let der = engine
+                .cert(&serial)
+                .await?
+                .ok_or_else(ApiError::not_found)?;
             match raw {
-                Some(false) => Reply::Raw { content_type: "application/pkix-cert", body: der },
-                Some(true) => Reply::Raw { content_type: "application/pem-certificate-chain", body: pem("CERTIFICATE", &der).into_bytes() },
+                Some(false) => Reply::Raw {
+                    content_type: "application/pkix-cert",
+                    body: der,
+                },
+                Some(true) => Reply::Raw {
+                    content_type: "application/pem-certificate-chain",
+                    body: pem("CERTIFICATE", &der).into_bytes(),
+                },
                 None => {
                     let rev = engine.revocation(&serial).await?;
                     let mut d = Map::new();
@@ -83,7 +116,10 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
                     let rfc = match rev {
                         Some(r) => time::OffsetDateTime::from_unix_timestamp(r.revocation_time)
                             .ok()
-                            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                            .and_then(|t| {
+                                t.format(&time::format_description::well_known::Rfc3339)
+                                    .ok()
+                            })
                             .unwrap_or_default(),
                         None => String::new(),
                     };

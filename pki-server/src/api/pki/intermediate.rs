@@ -39,11 +39,12 @@ pub async fn set_signed(engine: &Engine<'_>, req: &Request) -> Result<Reply, Api
     update_only(req)?;
     let bundle = params::string(&req.data, "certificate")?
         .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("no certificate provided in the \"certificate\" parameter"))?;
-    let key = engine
-        .pending_key()
-        .await?
-        .ok_or_else(|| ApiError::bad_request("no pending intermediate key: call intermediate/generate first"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("no certificate provided in the \"certificate\" parameter")
+        })?;
+    let key = engine.pending_key().await?.ok_or_else(|| {
+        ApiError::bad_request("no pending intermediate key: call intermediate/generate first")
+    })?;
     let issuer = Issuer::set_signed(key, bundle)?;
     let serial = issuer.serial_number().colon_hex();
     engine.set_issuer(issuer).await?;

@@ -55,11 +55,21 @@ pub async fn issue(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Rep
     let ttl = engine.ttl;
     for _ in 0..3 {
         let serial = SerialNumber::generate()?;
-        let (issuer, urls, role, ir, s) = (issuer.clone(), urls.clone(), role.clone(), ir.clone(), serial.clone());
+        let (issuer, urls, r, ir, s) = (
+            issuer.clone(),
+            urls.clone(),
+            role.clone(),
+            ir.clone(),
+            serial.clone(),
+        );
         // Key generation (RSA above all) is CPU-bound: keep it off the async workers.
         let issued = tokio::task::spawn_blocking(move || {
-            let ctx = MountContext { ttl, urls: &urls, clock: &CLOCK };
-            crate::pki::issue(&ctx, &issuer, &role, &ir, &s)
+            let ctx = MountContext {
+                ttl,
+                urls: &urls,
+                clock: &CLOCK,
+            };
+            crate::pki::issue(&ctx, &issuer, &r, &ir, &s)
         })
         .await
         .map_err(ApiError::internal)??;
@@ -79,14 +89,29 @@ pub async fn sign(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Repl
     let ir = issue_request(req)?;
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext { ttl: engine.ttl, urls: &urls, clock: &CLOCK };
-    sign_and_store(engine, role.no_store, |serial| Ok(crate::pki::sign(&ctx, &issuer, &role, &csr, &ir, serial)?)).await
+    let ctx = MountContext {
+        ttl: engine.ttl,
+        urls: &urls,
+        clock: &CLOCK,
+    };
+    sign_and_store(engine, role.no_store, |serial| {
+        Ok(crate::pki::sign(&ctx, &issuer, &role, &csr, &ir, serial)?)
+    })
+    .await
 }
 
 /// `POST sign-verbatim[/:role]`: subject and SANs from the CSR, unchecked.
-pub async fn sign_verbatim(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Reply, ApiError> {
+pub async fn sign_verbatim(
+    engine: &Engine<'_>,
+    name: &str,
+    req: &Request,
+) -> Result<Reply, ApiError> {
     update_only(req)?;
-    let role = if name.is_empty() { None } else { Some(role(engine, name).await?) };
+    let role = if name.is_empty() {
+        None
+    } else {
+        Some(role(engine, name).await?)
+    };
     let csr = csr(req)?;
     let d = &req.data;
     let mut vr = VerbatimRequest {
@@ -95,9 +120,15 @@ pub async fn sign_verbatim(engine: &Engine<'_>, name: &str, req: &Request) -> Re
         ttl: params::duration(d, "ttl")?.filter(|t| !t.is_zero()),
         not_after: not_after(req)?,
         format: format(req)?,
-        signature_bits: params::int(d, "signature_bits")?.and_then(|b| u32::try_from(b).ok()).unwrap_or(0),
+        signature_bits: params::int(d, "signature_bits")?
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(0),
         remove_roots_from_chain: params::boolean(d, "remove_roots_from_chain")?.unwrap_or(false),
-        basic_constraints_valid_for_non_ca: params::boolean(d, "basic_constraints_valid_for_non_ca")?.unwrap_or(false),
+        basic_constraints_valid_for_non_ca: params::boolean(
+            d,
+            "basic_constraints_valid_for_non_ca",
+        )?
+        .unwrap_or(false),
         ..VerbatimRequest::default()
     };
     if let Some(ku) = params::list(d, "key_usage")? {
@@ -105,10 +136,21 @@ pub async fn sign_verbatim(engine: &Engine<'_>, name: &str, req: &Request) -> Re
     }
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext { ttl: engine.ttl, urls: &urls, clock: &CLOCK };
+    let ctx = MountContext {
+        ttl: engine.ttl,
+        urls: &urls,
+        clock: &CLOCK,
+    };
     let no_store = role.as_ref().is_some_and(|r| r.no_store);
     sign_and_store(engine, no_store, |serial| {
-        Ok(crate::pki::sign_verbatim(&ctx, &issuer, role.as_deref(), &csr, &vr, serial)?)
+        Ok(crate::pki::sign_verbatim(
+            &ctx,
+            &issuer,
+            role.as_deref(),
+            &csr,
+            &vr,
+            serial,
+        )?)
     })
     .await
 }

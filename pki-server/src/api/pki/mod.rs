@@ -22,8 +22,16 @@ use serde_json::{Map, Value, json};
 /// Paths under a PKI mount that need no token (Vault's unauthenticated set).
 pub fn is_unauthenticated(rest: &str, op: Operation) -> bool {
     op == Operation::Read
-        && (matches!(rest, "ca" | "ca/pem" | "ca_chain" | "crl" | "crl/pem" | "cert/ca" | "cert/ca_chain" | "cert/crl")
-            || (rest.starts_with("cert/") && !rest.contains("..")))
+        && (matches!(
+            rest,
+            "ca" | "ca/pem"
+                | "ca_chain"
+                | "crl"
+                | "crl/pem"
+                | "cert/ca"
+                | "cert/ca_chain"
+                | "cert/crl"
+        ) || (rest.starts_with("cert/") && !rest.contains("..")))
 }
 
 /// The clock the API uses (the core takes it injected).
@@ -34,18 +42,28 @@ pub static CLOCK: SystemClock = SystemClock;
 pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Reply, ApiError> {
     let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
     match (head, tail) {
-        ("root", "generate/internal" | "generate/exported" | "generate/existing") => root::generate(engine, tail, req).await,
+        ("root", "generate/internal" | "generate/exported" | "generate/existing") => {
+            root::generate(engine, tail, req).await
+        }
         ("root", "sign-intermediate") => root::sign_intermediate(engine, req).await,
         ("root", "") => root::delete(engine, req).await,
-        ("intermediate", "generate/internal" | "generate/exported") => intermediate::generate(engine, tail, req).await,
+        ("intermediate", "generate/internal" | "generate/exported") => {
+            intermediate::generate(engine, tail, req).await
+        }
         ("intermediate", "set-signed") => intermediate::set_signed(engine, req).await,
         ("config", "urls") => config::urls(engine, req).await,
         ("config", "crl") => config::crl(engine, req).await,
         ("roles", "") => roles::list(engine, req).await,
         ("roles", name) if !name.contains('/') => roles::handle(engine, name, req).await,
-        ("issue", role) if !role.is_empty() && !role.contains('/') => issue_sign::issue(engine, role, req).await,
-        ("sign", role) if !role.is_empty() && !role.contains('/') => issue_sign::sign(engine, role, req).await,
-        ("sign-verbatim", role) if !role.contains('/') => issue_sign::sign_verbatim(engine, role, req).await,
+        ("issue", role) if !role.is_empty() && !role.contains('/') => {
+            issue_sign::issue(engine, role, req).await
+        }
+        ("sign", role) if !role.is_empty() && !role.contains('/') => {
+            issue_sign::sign(engine, role, req).await
+        }
+        ("sign-verbatim", role) if !role.contains('/') => {
+            issue_sign::sign_verbatim(engine, role, req).await
+        }
         ("revoke", "") => revoke::revoke(engine, req).await,
         ("crl", "rotate") => revoke::rotate(engine, req).await,
         ("ca" | "ca_chain" | "crl", _) | ("cert", _) => fetch::handle(engine, rest, req).await,
@@ -58,7 +76,11 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
 
 /// Require a write.
 pub fn update_only(req: &Request) -> Result<(), ApiError> {
-    if req.op == Operation::Update { Ok(()) } else { Err(ApiError::unsupported_operation()) }
+    if req.op == Operation::Update {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_operation())
+    }
 }
 
 /// `format`, default pem.
@@ -93,7 +115,9 @@ pub fn not_after(req: &Request) -> Result<Option<time::OffsetDateTime>, ApiError
 /// The request fields shared by issue and sign.
 pub fn issue_request(req: &Request) -> Result<IssueRequest, ApiError> {
     Ok(IssueRequest {
-        common_name: params::string(&req.data, "common_name")?.unwrap_or("").to_string(),
+        common_name: params::string(&req.data, "common_name")?
+            .unwrap_or("")
+            .to_string(),
         alt_names: list_or_empty(req, "alt_names")?,
         ip_sans: list_or_empty(req, "ip_sans")?,
         uri_sans: list_or_empty(req, "uri_sans")?,
@@ -103,7 +127,8 @@ pub fn issue_request(req: &Request) -> Result<IssueRequest, ApiError> {
         exclude_cn_from_sans: params::boolean(&req.data, "exclude_cn_from_sans")?.unwrap_or(false),
         format: format(req)?,
         private_key_format: private_key_format(req)?,
-        remove_roots_from_chain: params::boolean(&req.data, "remove_roots_from_chain")?.unwrap_or(false),
+        remove_roots_from_chain: params::boolean(&req.data, "remove_roots_from_chain")?
+            .unwrap_or(false),
         user_ids: list_or_empty(req, "user_ids")?,
         key_type: params::string(&req.data, "key_type")?.map(String::from),
         key_bits: params::int(&req.data, "key_bits")?.and_then(|b| u32::try_from(b).ok()),

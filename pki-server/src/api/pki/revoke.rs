@@ -16,17 +16,32 @@ pub async fn revoke(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiErro
     let serial = params::string(&req.data, "serial_number")?.filter(|s| !s.is_empty());
     let cert = params::string(&req.data, "certificate")?.filter(|s| !s.is_empty());
     let serial = match (serial, cert) {
-        (None, None) => return Err(ApiError::bad_request("The serial number or certificate to revoke must be provided.")),
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("Must provide either the certificate or the serial to revoke; not both.")),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "The serial number or certificate to revoke must be provided.",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Must provide either the certificate or the serial to revoke; not both.",
+            ));
+        }
         (Some(s), None) => SerialNumber::parse(s)?,
         (None, Some(pem)) => {
-            let der = rustls_pki_der(pem).ok_or_else(|| ApiError::bad_request("could not parse the certificate to revoke"))?;
-            let (_, c) = x509_parser::parse_x509_certificate(&der).map_err(|_| ApiError::bad_request("could not parse the certificate to revoke"))?;
+            let der = rustls_pki_der(pem).ok_or_else(|| {
+                ApiError::bad_request("could not parse the certificate to revoke")
+            })?;
+            let (_, c) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|_| ApiError::bad_request("could not parse the certificate to revoke"))?;
             let serial = SerialNumber::from_bytes(c.raw_serial())?;
             // Only a certificate this mount issued (and stored) can be revoked by PEM.
             match engine.cert(&serial).await? {
                 Some(stored) if stored == der => serial,
-                _ => return Err(ApiError::bad_request("certificate was not issued by this mount")),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "certificate was not issued by this mount",
+                    ));
+                }
             }
         }
     };
@@ -38,15 +53,21 @@ pub async fn revoke(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiErro
     tracing::info!(serial = %serial.colon_hex(), "certificate revoked");
     let mut d = Map::new();
     d.insert("revocation_time".into(), json!(rec.revocation_time));
-    let t = time::OffsetDateTime::from_unix_timestamp(rec.revocation_time).map_err(ApiError::internal)?;
-    d.insert("revocation_time_rfc3339".into(), json!(t.format(&Rfc3339).map_err(ApiError::internal)?));
+    let t = time::OffsetDateTime::from_unix_timestamp(rec.revocation_time)
+        .map_err(ApiError::internal)?;
+    d.insert(
+        "revocation_time_rfc3339".into(),
+        json!(t.format(&Rfc3339).map_err(ApiError::internal)?),
+    );
     d.insert("state".into(), json!("revoked"));
     Ok(Reply::data_with_warnings(d, warnings))
 }
 
 fn rustls_pki_der(pem: &str) -> Option<Vec<u8>> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
-    CertificateDer::from_pem_slice(pem.as_bytes()).ok().map(|c| c.to_vec())
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 /// `GET crl/rotate`: rebuild the CRL now.

@@ -44,13 +44,20 @@ pub fn parse_role(data: &Map<String, Value>) -> Result<(Role, Vec<String>), ApiE
         let mut one = Map::new();
         one.insert(key.to_string(), v.clone());
         let coerced = if DURATION_FIELDS.contains(&key) {
-            json!(params::duration(&one, key)?.map(|d| d.as_secs()).unwrap_or(0))
+            json!(
+                params::duration(&one, key)?
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            )
         } else {
             match template {
                 Value::Bool(_) => json!(params::boolean(&one, key)?.unwrap_or(false)),
                 Value::Number(_) => {
                     let n = params::int(&one, key)?.unwrap_or(0);
-                    json!(u32::try_from(n).map_err(|_| ApiError::bad_request(format!("{key} is out of range")))?)
+                    json!(
+                        u32::try_from(n)
+                            .map_err(|_| ApiError::bad_request(format!("{key} is out of range")))?
+                    )
                 }
                 Value::Array(_) => json!(params::list(&one, key)?.unwrap_or_default()),
                 _ => json!(params::string(&one, key)?.unwrap_or("")),
@@ -58,12 +65,16 @@ pub fn parse_role(data: &Map<String, Value>) -> Result<(Role, Vec<String>), ApiE
         };
         out.insert(key.to_string(), coerced);
     }
-    let mut role: Role = serde_json::from_value(Value::Object(out)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut role: Role = serde_json::from_value(Value::Object(out))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     role.validate()?;
     let mut warnings = Vec::new();
     if !ignored.is_empty() {
         ignored.sort();
-        warnings.push(format!("Endpoint ignored these unrecognized parameters: [{}]", ignored.join(" ")));
+        warnings.push(format!(
+            "Endpoint ignored these unrecognized parameters: [{}]",
+            ignored.join(" ")
+        ));
     }
     if role.generate_lease {
         warnings.push("it is encouraged to disable generate_lease and rely on PKI's native capabilities when possible; no leases are created by this server".into());
@@ -72,7 +83,11 @@ pub fn parse_role(data: &Map<String, Value>) -> Result<(Role, Vec<String>), ApiE
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
 /// `roles/:name`.

@@ -1,6 +1,8 @@
 //! `root/generate/:type`, `root/sign-intermediate`, `DELETE root`.
 
-use super::{CLOCK, format, issued_data, list_or_empty, not_after, private_key_format, update_only};
+use super::{
+    CLOCK, format, issued_data, list_or_empty, not_after, private_key_format, update_only,
+};
 use crate::api::error::ApiError;
 use crate::api::params;
 use crate::api::request::{Operation, Request};
@@ -25,9 +27,13 @@ pub fn ca_request(req: &Request, exported: bool) -> Result<CaRequest, ApiError> 
         other_sans: list_or_empty(req, "other_sans")?,
         ttl: params::duration(d, "ttl")?.filter(|t| !t.is_zero()),
         not_after: not_after(req)?,
-        not_before_duration: params::duration(d, "not_before_duration")?.unwrap_or(std::time::Duration::from_secs(30)),
-        signature_bits: params::int(d, "signature_bits")?.and_then(|b| u32::try_from(b).ok()).unwrap_or(0),
-        max_path_length: i32::try_from(max_path_length).map_err(|_| ApiError::bad_request("max_path_length is out of range"))?,
+        not_before_duration: params::duration(d, "not_before_duration")?
+            .unwrap_or(std::time::Duration::from_secs(30)),
+        signature_bits: params::int(d, "signature_bits")?
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(0),
+        max_path_length: i32::try_from(max_path_length)
+            .map_err(|_| ApiError::bad_request("max_path_length is out of range"))?,
         exclude_cn_from_sans: params::boolean(d, "exclude_cn_from_sans")?.unwrap_or(false),
         permitted_dns_domains: list_or_empty(req, "permitted_dns_domains")?,
         subject: SubjectFields {
@@ -48,9 +54,12 @@ pub fn ca_request(req: &Request, exported: bool) -> Result<CaRequest, ApiError> 
 
 /// The key type of a CA request (`key_type`, `key_bits`; Vault's default rsa 2048).
 pub fn ca_key_type(req: &Request) -> Result<KeyType, ApiError> {
-    let kt = params::string(&req.data, "key_type")?.filter(|s| !s.is_empty()).unwrap_or("rsa");
+    let kt = params::string(&req.data, "key_type")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or("rsa");
     let bits = params::int(&req.data, "key_bits")?.unwrap_or(0);
-    let bits = u32::try_from(bits).map_err(|_| ApiError::bad_request("key_bits is out of range"))?;
+    let bits =
+        u32::try_from(bits).map_err(|_| ApiError::bad_request("key_bits is out of range"))?;
     Ok(KeyType::from_vault(kt, bits)?)
 }
 
@@ -64,8 +73,15 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
     }
     let key = if kind == "generate/existing" {
         match engine.issuer().await? {
-            Some(i) => PrivateKey::from_pem(&i.key().encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?)?,
-            None => return Err(ApiError::bad_request("no existing key to use: generate a root first")),
+            Some(i) => PrivateKey::from_pem(
+                &i.key()
+                    .encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?,
+            )?,
+            None => {
+                return Err(ApiError::bad_request(
+                    "no existing key to use: generate a root first",
+                ));
+            }
         }
     } else {
         let kt = ca_key_type(req)?;
@@ -74,7 +90,11 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
             .map_err(ApiError::internal)??
     };
     let urls = engine.urls().await?;
-    let ctx = MountContext { ttl: engine.ttl, urls: &urls, clock: &CLOCK };
+    let ctx = MountContext {
+        ttl: engine.ttl,
+        urls: &urls,
+        clock: &CLOCK,
+    };
     let serial = SerialNumber::generate()?;
     let root = generate_root(&ctx, &ca, key, &serial)?;
     let mut data = issued_data(&root.issued);
@@ -93,11 +113,17 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
 /// `POST root/sign-intermediate`: sign a CA CSR with this mount's CA.
 pub async fn sign_intermediate(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> {
     update_only(req)?;
-    let csr_pem = params::string(&req.data, "csr")?.filter(|c| !c.trim().is_empty()).ok_or_else(|| ApiError::bad_request("\"csr\" is empty"))?;
+    let csr_pem = params::string(&req.data, "csr")?
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("\"csr\" is empty"))?;
     let csr = ParsedCsr::from_pem(csr_pem)?;
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext { ttl: engine.ttl, urls: &urls, clock: &CLOCK };
+    let ctx = MountContext {
+        ttl: engine.ttl,
+        urls: &urls,
+        clock: &CLOCK,
+    };
     let r = SignIntermediateRequest {
         ca: ca_request(req, false)?,
         use_csr_values: params::boolean(&req.data, "use_csr_values")?.unwrap_or(false),
@@ -105,7 +131,10 @@ pub async fn sign_intermediate(engine: &Engine<'_>, req: &Request) -> Result<Rep
     let serial = SerialNumber::generate()?;
     let issued = sign_ca(&ctx, &issuer, &csr, &r, &serial)?;
     engine.store_cert(&serial, &issued.der).await?;
-    Ok(Reply::data_with_warnings(issued_data(&issued), issued.warnings.clone()))
+    Ok(Reply::data_with_warnings(
+        issued_data(&issued),
+        issued.warnings.clone(),
+    ))
 }
 
 /// `DELETE root`: remove the mount's CA and key.

@@ -16,13 +16,23 @@ pub async fn tidy(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
     update_only(req)?;
     let cert_store = params::boolean(&req.data, "tidy_cert_store")?.unwrap_or(false);
     let revoked = params::boolean(&req.data, "tidy_revoked_certs")?.unwrap_or(false);
-    let buffer = params::duration(&req.data, "safety_buffer")?.unwrap_or(std::time::Duration::from_secs(72 * 3600));
+    let buffer = params::duration(&req.data, "safety_buffer")?
+        .unwrap_or(std::time::Duration::from_secs(72 * 3600));
     let mut warnings = vec!["Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.".to_string()];
     if !cert_store && !revoked {
         warnings.push("No targets to tidy; specify tidy_cert_store=true or tidy_revoked_certs=true to start a tidy operation.".into());
     } else {
-        let (c, r) = engine.tidy(cert_store, revoked, buffer, CLOCK.now()).await?;
-        tracing::info!(cert_store_deleted_count = c, revoked_cert_deleted_count = r, "tidy finished");
+        let (c, r) = engine
+            .tidy(cert_store, revoked, buffer, CLOCK.now())
+            .await?;
+        tracing::info!(
+            cert_store_deleted_count = c,
+            revoked_cert_deleted_count = r,
+            "tidy finished"
+        );
     }
-    Ok(Reply::Status(StatusCode::ACCEPTED, Box::new(Reply::data_with_warnings(Map::new(), warnings))))
+    Ok(Reply::Status(
+        StatusCode::ACCEPTED,
+        Box::new(Reply::data_with_warnings(Map::new(), warnings)),
+    ))
 }

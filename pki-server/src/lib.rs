@@ -5,6 +5,13 @@
 //! tokens; [`api`] is the only HTTP layer; [`server`] listens (TLS via rustls on
 //! ring) and shuts down gracefully; [`tls`] makes the listener CA; [`client`] and
 //! [`commands`] are the `init`/`unseal`/`seal`/`status` subcommands.
+//!
+//! [`pki`] is the CA core, pure logic with no HTTP, JSON or storage: Vault-style
+//! roles and their deny-by-default name checks, key generation and Vault's key
+//! encodings, root/intermediate issuers, `issue`/`sign`/`sign-verbatim`, CSR
+//! verification and CRLs. Time comes from a `pki::Clock` and serial numbers
+//! from the caller, so the `api` handlers reserve serials in storage and tests
+//! pin time.
 
 pub mod api;
 pub mod auth;

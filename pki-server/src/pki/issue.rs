@@ -1034,6 +1034,27 @@ pub fn sign(
     finish(plan, issuer, serial, &spki, None)
 }
 
+/// The CSR's subject, attribute by attribute (at most two values per type).
+pub(crate) fn csr_subject(csr: &ParsedCsr) -> Result<DistinguishedName> {
+    let mut dn = DistinguishedName::new();
+    let mut seen: Vec<Vec<u64>> = Vec::new();
+    for (arcs, value) in csr.subject() {
+        let ty = if seen.contains(arcs) {
+            DnType::CustomDnType(arcs.clone())
+        } else {
+            DnType::from_oid(arcs)
+        };
+        if dn.get(&ty).is_some() {
+            return Err(PkiError::bad(
+                "at most two values of one subject attribute are supported",
+            ));
+        }
+        seen.push(arcs.clone());
+        dn.push(ty, DnValue::Utf8String(value.clone()));
+    }
+    Ok(dn)
+}
+
 /// Vault's `sign-verbatim[/:role]`: subject and SANs copied from the CSR
 /// unchecked; usages from the request; an optional role contributes only its
 /// TTLs and `not_before_duration`. A privileged operation: gate it by policy.
@@ -1062,23 +1083,7 @@ pub fn sign_verbatim(
     let (nb, na) = resolve_validity(ctx, &l, Some(issuer.not_after()), &mut warnings)?;
     let names = Names::from_csr_verbatim(csr);
     let mut p = base_params(&names, &SubjectFields::default(), serial, nb, na)?;
-    let mut dn = DistinguishedName::new();
-    let mut seen: Vec<Vec<u64>> = Vec::new();
-    for (arcs, value) in csr.subject() {
-        let ty = if seen.contains(arcs) {
-            DnType::CustomDnType(arcs.clone())
-        } else {
-            DnType::from_oid(arcs)
-        };
-        if dn.get(&ty).is_some() {
-            return Err(PkiError::bad(
-                "at most two values of one subject attribute are supported",
-            ));
-        }
-        seen.push(arcs.clone());
-        dn.push(ty, DnValue::Utf8String(value.clone()));
-    }
-    p.distinguished_name = dn;
+    p.distinguished_name = csr_subject(csr)?;
     p.key_usages = role::parse_key_usages(&req.key_usage)?;
     let eku_role = Role {
         server_flag: false,

@@ -362,12 +362,19 @@ pub fn sign_intermediate(
     };
     let (not_before, not_after) =
         issue::ca_validity(ctx, &req.ca, Some(issuer.not_after), &mut warnings)?;
-    let subject = if req.use_csr_values {
-        issue::SubjectFields::default()
+    let mut params = if req.use_csr_values {
+        let mut p = issue::base_params(
+            &names,
+            &issue::SubjectFields::default(),
+            serial,
+            not_before,
+            not_after,
+        )?;
+        p.distinguished_name = issue::csr_subject(csr)?;
+        p
     } else {
-        req.ca.subject.clone()
+        issue::base_params(&names, &req.ca.subject, serial, not_before, not_after)?
     };
-    let mut params = issue::base_params(&names, &subject, serial, not_before, not_after)?;
     let max_path = if req.ca.max_path_length >= 0 {
         req.ca.max_path_length
     } else {

@@ -83,7 +83,7 @@ pub enum KeyType {
 impl KeyType {
     /// From Vault's `key_type` and `key_bits` (0 = the type's default: rsa 2048,
     /// ec 256). `any` is not a concrete type: roles handle it (see
-    /// [`super::role::Role::key_type_spec`]).
+    /// [`super::role::Role::key_spec`]).
     pub fn from_vault(key_type: &str, key_bits: u32) -> Result<Self> {
         match key_type {
             "rsa" => match key_bits {

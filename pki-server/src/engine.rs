@@ -44,6 +44,10 @@ pub enum EngineError {
 
 type Result<T> = std::result::Result<T, EngineError>;
 
+/// Vault's system default and maximum lease TTL (768h), used when a mount's
+/// `default_lease_ttl` / `max_lease_ttl` are unset: tune the mount for longer CAs.
+pub const SYSTEM_DEFAULT_TTL: u64 = 768 * 3600;
+
 /// `config/crl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlConfig {
@@ -158,9 +162,16 @@ impl<'a> Engine<'a> {
             store,
             prefix: mount.storage_prefix(),
             state,
+            // Zero means "the system default", which is 768h in Vault for both.
             ttl: MountTtl {
-                default_ttl: Duration::from_secs(mount.config.default_lease_ttl),
-                max_ttl: Duration::from_secs(mount.config.max_lease_ttl),
+                default_ttl: Duration::from_secs(match mount.config.default_lease_ttl {
+                    0 => SYSTEM_DEFAULT_TTL,
+                    n => n,
+                }),
+                max_ttl: Duration::from_secs(match mount.config.max_lease_ttl {
+                    0 => SYSTEM_DEFAULT_TTL,
+                    n => n,
+                }),
             },
         }
     }

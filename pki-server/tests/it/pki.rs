@@ -641,3 +641,98 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
         json!([serials[1]])
     );
 }
+
+#[tokio::test]
+async fn tidy_removes_records_expired_past_the_safety_buffer_and_keeps_the_rest() {
+    let (app, token) = setup().await;
+    let t = Some(token.as_str());
+    let short = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/issue/member"),
+            t,
+            Some(json!({"common_name": "short.cluster.local", "ttl": "1h"})),
+        )
+        .await;
+    let short_revoked = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/issue/member"),
+            t,
+            Some(json!({"common_name": "gone.cluster.local", "ttl": "1h"})),
+        )
+        .await;
+    let long = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/issue/member"),
+            t,
+            Some(json!({"common_name": "long.cluster.local", "ttl": "720h"})),
+        )
+        .await;
+    let serial = |r: &crate::harness::Resp| {
+        r.body["data"]["serial_number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (s_short, s_rev, s_long) = (serial(&short), serial(&short_revoked), serial(&long));
+    assert_eq!(
+        app.call(
+            "POST",
+            &format!("{MOUNT}/revoke"),
+            t,
+            Some(json!({"serial_number": s_rev}))
+        )
+        .await
+        .status,
+        200
+    );
+
+    // Tidy as if two days had passed: the 1h certificates are 47h past expiry,
+    // beyond a 24h safety buffer; the 720h one is still valid. Time is a parameter.
+    let barrier = app.state.seal.barrier().unwrap();
+    let table = app.state.mounts(&barrier).await.unwrap();
+    let (mount, _) = table.route("kubecluster/pki/etcd-member/tidy").unwrap();
+    let cache = app
+        .state
+        .cache
+        .engines
+        .state(&mount.uuid, app.state.seal.generation());
+    let engine = pki_server::engine::Engine::new(barrier.as_ref(), mount, cache);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    // A safety buffer longer than the time since expiry keeps everything.
+    assert_eq!(
+        engine
+            .tidy(true, true, std::time::Duration::from_secs(72 * 3600), later)
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        engine
+            .tidy(true, true, std::time::Duration::from_secs(24 * 3600), later)
+            .await
+            .unwrap(),
+        (2, 1)
+    );
+
+    let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
+    assert_eq!(l.body["data"]["keys"], json!([s_long]));
+    assert_eq!(
+        app.call("GET", &format!("{MOUNT}/cert/{s_short}"), None, None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.call("LIST", &format!("{MOUNT}/certs/revoked"), t, None)
+            .await
+            .status,
+        404
+    );
+    // The CRL was rebuilt without the tidied revocation.
+    let crl = app.call("GET", &format!("{MOUNT}/crl"), None, None).await;
+    let (_, parsed) = <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(&crl.raw).unwrap();
+    assert_eq!(parsed.iter_revoked_certificates().count(), 0);
+}

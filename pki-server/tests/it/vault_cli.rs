@@ -79,6 +79,14 @@ async fn readme_pki_commands_work_with_the_vault_cli() {
     ]))
     .unwrap();
     let serial = issued["data"]["serial_number"].as_str().unwrap();
+    // The private key went to the client only: not into the server's (debug-level) log.
+    let key = issued["data"]["private_key"].as_str().unwrap();
+    let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let log = std::fs::read_to_string(srv.log()).unwrap();
+    assert!(
+        !log.contains(&key_body[..40]) && !log.contains(&token),
+        "secret in the server log"
+    );
     assert!(run(&["list", &format!("{m}/certs")]).contains(serial));
     assert!(run(&["secrets", "list"]).contains(&format!("{m}/")));
     assert!(run(&["read", "-field=key_type", &format!("{m}/roles/member")]).contains("ec"));

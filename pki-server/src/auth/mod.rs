@@ -1,3 +1,4 @@
-//! Authentication: the token store. (ACL policies come with the auth issue.)
+//! Authentication and authorisation: the token store and ACL policies.
 
+pub mod policy;
 pub mod token;

@@ -1,6 +1,7 @@
 //! Shared server state handed to every handler, and the caches that live only
 //! while the server is unsealed (invalidated by the seal's generation counter).
 
+use crate::auth::policy::{Acl, Policy};
 use crate::mounts::{MountError, MountTable};
 use crate::seal::{Barrier, Seal};
 use crate::storage::Version;
@@ -34,6 +35,8 @@ pub struct Cache {
     mount_writes: tokio::sync::Mutex<()>,
     /// Per-mount PKI state.
     pub engines: crate::engine::EngineCache,
+    /// Parsed ACL policies by name.
+    policies: RwLock<(u64, std::collections::HashMap<String, Arc<Policy>>)>,
 }
 
 /// State for the axum app.
@@ -78,6 +81,67 @@ impl AppState {
     /// The mount table (cached).
     pub async fn mounts(&self, barrier: &Barrier) -> Result<Arc<MountTable>, MountError> {
         Ok(self.load_mounts(barrier).await?.1)
+    }
+
+    /// Forget parsed policies (after a policy write or delete).
+    pub fn invalidate_policies(&self) {
+        self.cache
+            .policies
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clear();
+    }
+
+    /// The ACL of a token's policies (cached parses; `root` allows everything;
+    /// a policy that does not exist grants nothing).
+    pub async fn acl(
+        &self,
+        barrier: &Barrier,
+        names: &[String],
+    ) -> Result<Acl, crate::storage::StorageError> {
+        if names.iter().any(|n| n == "root") {
+            return Ok(Acl::new([], true));
+        }
+        let generation = self.seal.generation();
+        let mut parsed = Vec::with_capacity(names.len());
+        for n in names {
+            let cached = {
+                let g = self
+                    .cache
+                    .policies
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
+                (g.0 == generation).then(|| g.1.get(n).cloned()).flatten()
+            };
+            let p = match cached {
+                Some(p) => p,
+                None => {
+                    let Some(text) = crate::auth::policy_text(barrier, n).await? else {
+                        continue;
+                    };
+                    let p = match Policy::parse(&text) {
+                        Ok(p) => Arc::new(p),
+                        Err(e) => {
+                            tracing::warn!(policy = %n, error = %e, "stored policy does not parse; it grants nothing");
+                            continue;
+                        }
+                    };
+                    let mut g = self
+                        .cache
+                        .policies
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if g.0 != generation {
+                        *g = (generation, Default::default());
+                    }
+                    g.1.insert(n.clone(), p.clone());
+                    p
+                }
+            };
+            parsed.push(p);
+        }
+        Ok(Acl::new(parsed.iter().map(|p| p.as_ref()), false))
     }
 
     /// Change the mount table with `f` and persist it (compare-and-swap).

@@ -5,6 +5,7 @@
 //! everything else while sealed (503), check the token (403), then route by path
 //! family. Handlers stay thin; the seal, storage and (later) CA code do the work.
 
+pub mod auth_token;
 pub mod error;
 pub mod params;
 pub mod pki;
@@ -90,25 +91,49 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         }
     }
 
-    let token = req
-        .token
-        .as_deref()
-        .ok_or_else(ApiError::permission_denied)?;
-    let entry = crate::auth::token::lookup(barrier.as_ref(), token)
+    let token = req.token.clone().ok_or_else(ApiError::permission_denied)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let entry = crate::auth::token::lookup(barrier.as_ref(), &token, now)
         .await?
         .ok_or_else(ApiError::invalid_token)?;
-    // Until ACL policies exist, only the root policy is authorised for anything.
-    if !entry.is_root() {
-        return Err(ApiError::permission_denied());
+    let acl = state.acl(&barrier, &entry.policies).await?;
+    if !acl.is_root() {
+        let need = crate::auth::needed(
+            req.op == Operation::Read,
+            req.op == Operation::List,
+            req.op == Operation::Delete,
+        );
+        let acl_path = if req.op == Operation::List {
+            format!("{}/", req.path)
+        } else {
+            req.path.clone()
+        };
+        let caps = acl.capabilities(&acl_path);
+        let sudo = crate::auth::needs_sudo(&req.path, req.op == Operation::Delete);
+        if !caps.allows(need) || (sudo && !caps.allows(crate::auth::policy::Caps::SUDO)) {
+            return Err(ApiError::permission_denied());
+        }
     }
-    req.metadata = entry.meta;
+    crate::auth::token::spend_use(barrier.as_ref(), &entry).await?;
+    req.metadata = entry.meta.clone();
 
     match req.path.as_str() {
         "sys/seal" => sys::seal::seal(state, &req).await,
         "sys/rotate" => sys::rotate::rotate(&barrier, &req).await,
         "sys/key-status" => sys::rotate::key_status(&barrier, &req).await,
+        "sys/capabilities-self" => sys::policy::capabilities_self(&acl, &req).await,
         p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
             sys::mounts::handle(state, &barrier, &req).await
+        }
+        p if p == "sys/policy"
+            || p.starts_with("sys/policy/")
+            || p == "sys/policies/acl"
+            || p.starts_with("sys/policies/acl/") =>
+        {
+            sys::policy::handle(state, &barrier, &req).await
+        }
+        p if p.starts_with("auth/token/") => {
+            auth_token::handle(&barrier, &req, &entry, &token, &acl).await
         }
         p if !is_sys => {
             let table = state.mounts(&barrier).await?;

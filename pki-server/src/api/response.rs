@@ -29,6 +29,8 @@ pub enum Reply {
         /// Body.
         body: Vec<u8>,
     },
+    /// The envelope with an `auth` block and `data: null` (token create, renew, login).
+    Auth(Value, Vec<String>),
     /// The envelope with a status other than 200 (`tidy` answers 202).
     Status(StatusCode, Box<Reply>),
 }
@@ -101,6 +103,19 @@ impl IntoResponse for Reply {
                 }
                 json_response(StatusCode::OK, &body)
             }
+            Reply::Auth(auth, warnings) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "request_id": uuid::Uuid::new_v4().to_string(),
+                    "lease_id": "",
+                    "renewable": false,
+                    "lease_duration": 0,
+                    "data": null,
+                    "wrap_info": null,
+                    "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
+                    "auth": auth,
+                }),
+            ),
             Reply::NoContent => with_json_type(StatusCode::NO_CONTENT.into_response()),
             Reply::Empty(status) => with_json_type(status.into_response()),
             Reply::Raw { content_type, body } => {

@@ -473,9 +473,7 @@ impl Seal {
         let cj = serde_json::to_vec(&cluster).map_err(|e| SealError::Corrupt(e.to_string()))?;
         use crate::storage::Storage as _;
         barrier.put(storage::CLUSTER_INFO, &cj).await?;
-        let (root_token, _) =
-            crate::auth::token::create(barrier.as_ref(), vec!["root".into()], "root", now())
-                .await?;
+        let (root_token, _) = crate::auth::token::create_root(barrier.as_ref(), now()).await?;
 
         // Commit point: the seal config, written only if no concurrent init won.
         let cfg_json = serde_json::to_vec(&cfg).map_err(|e| SealError::Corrupt(e.to_string()))?;
@@ -684,7 +682,7 @@ mod tests {
         let tok = r.root_token.clone();
         let b = s.barrier().unwrap();
         assert!(
-            crate::auth::token::lookup(b.as_ref(), &tok)
+            crate::auth::token::lookup(b.as_ref(), &tok, now())
                 .await
                 .unwrap()
                 .unwrap()

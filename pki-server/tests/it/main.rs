@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
+mod auth; // tokens and ACL policies: enforcement, child tokens, revocation, templates
 mod etcd; // real etcd: a 3-member TLS cluster on certificates from the etcd-member mount
 mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)
 mod hvac; // hvac against pki-server and OpenBao: same statuses, exceptions and shapes

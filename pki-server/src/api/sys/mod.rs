@@ -3,5 +3,6 @@
 pub mod health;
 pub mod init;
 pub mod mounts;
+pub mod policy;
 pub mod rotate;
 pub mod seal;

@@ -21,7 +21,12 @@ async fn setup() -> (TestApp, String) {
         .await;
     assert_eq!(r.status, 204);
     let r = app.call("POST", &format!("{MOUNT}/config/urls"), t, Some(json!({"issuing_certificates": "https://pki.internal:8200/v1/kubecluster/pki/etcd-member/ca", "crl_distribution_points": ["https://pki.internal:8200/v1/kubecluster/pki/etcd-member/crl"]}))).await;
-    assert_eq!(r.status, 204, "{:?}", r.body);
+    // The write answers with the stored config, as Vault 1.12+ and OpenBao do.
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["data"]["issuing_certificates"],
+        json!(["https://pki.internal:8200/v1/kubecluster/pki/etcd-member/ca"])
+    );
     let r = app.call("POST", &format!("{MOUNT}/root/generate/internal"), t, Some(json!({"common_name": "etcd-ca", "key_type": "ec", "key_bits": "256", "ttl": "87600h"}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     for k in [
@@ -640,4 +645,34 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
             .body["data"]["keys"],
         json!([serials[1]])
     );
+}
+
+#[tokio::test]
+async fn config_crl_write_answers_with_the_config_and_refuses_what_it_cannot_do() {
+    let (app, token) = setup().await;
+    let t = Some(token.as_str());
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/config/crl"),
+            t,
+            Some(json!({"expiry": "48h"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["data"]["expiry"], "48h0m0s");
+    assert_eq!(r.body["data"]["allow_expired_cert_revocation"], false);
+    let read = app
+        .call("GET", &format!("{MOUNT}/config/crl"), t, None)
+        .await;
+    assert_eq!(read.body["data"], r.body["data"]);
+    for refused in [
+        json!({"auto_rebuild": true}),
+        json!({"allow_expired_cert_revocation": true}),
+    ] {
+        let r = app
+            .call("POST", &format!("{MOUNT}/config/crl"), t, Some(refused))
+            .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+    }
 }

@@ -163,6 +163,9 @@ async fn issued_certificate_verifies_and_carries_exactly_what_was_asked() {
         (exp - now - 86_400).abs() < 60,
         "expiration {exp} vs now {now}"
     );
+    // notBefore is backdated by the role's not_before_duration (30s).
+    let nb = d["not_before"].as_i64().unwrap();
+    assert!((now - 30 - nb).abs() < 60, "not_before {nb} vs now {now}");
 
     // The certificate is stored and listed; ca/pem is served raw without a token.
     let serial = d["serial_number"].as_str().unwrap();

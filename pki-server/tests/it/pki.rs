@@ -469,6 +469,24 @@ async fn sign_checks_the_csr_and_applies_the_role() {
         cert.public_key().raw,
         &rcgen::PublicKeyData::subject_public_key_info(&key)[..]
     );
+    assert_eq!(r.body["warnings"], Value::Null, "{:?}", r.body);
+    // The role takes the CN from the CSR (use_csr_common_name defaults to
+    // true): a common_name in the request is ignored, with Vault's warning.
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/sign/member"),
+            t,
+            Some(json!({"csr": csr, "common_name": "other.cluster.local"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["warnings"],
+        json!([
+            "the common_name field was provided but the role is set with \"use_csr_common_name\" set to true"
+        ])
+    );
     // A CSR for a name the role forbids.
     let (bad, _) = csr_pem("evil.com", &["evil.com"]);
     let r = app

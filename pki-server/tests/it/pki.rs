@@ -274,12 +274,22 @@ async fn role_refuses_names_it_does_not_allow_and_stores_nothing() {
         (r.status.as_u16(), r.body["errors"][0].as_str()),
         (400, Some("unknown role: nope"))
     );
-    // Nothing was stored by any refusal.
+    // Nothing was stored by any refusal: the root is the only certificate.
+    let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
+    assert_eq!(l.status, 200, "{:?}", l.body);
+    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 1);
+    let root_serial = l.body["data"]["keys"][0].as_str().unwrap();
+    let by_serial = app
+        .call("GET", &format!("{MOUNT}/cert/{root_serial}"), None, None)
+        .await;
+    let ca = app
+        .call("GET", &format!("{MOUNT}/cert/ca"), None, None)
+        .await;
     assert_eq!(
-        app.call("LIST", &format!("{MOUNT}/certs"), t, None)
-            .await
-            .status,
-        404
+        by_serial.body["data"]["certificate"]
+            .as_str()
+            .map(str::trim),
+        ca.body["data"]["certificate"].as_str().map(str::trim)
     );
     // Without a token: 403; with a bad one: 403.
     assert_eq!(
@@ -640,7 +650,7 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
             .starts_with("-----BEGIN X509 CRL-----")
     );
 
-    // Tidy keeps unexpired certificates; LIST still shows all three.
+    // Tidy keeps unexpired certificates; LIST still shows all three and the root.
     let r = app
         .call(
             "POST",
@@ -659,7 +669,7 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
             .starts_with("Tidy operation successfully started")
     );
     let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
-    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 3);
+    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 4);
     assert_eq!(
         app.call("LIST", &format!("{MOUNT}/certs/revoked"), t, None)
             .await

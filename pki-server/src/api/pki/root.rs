@@ -105,7 +105,12 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
     data.insert("key_id".into(), json!(uuid::Uuid::new_v4().to_string()));
     data.insert("key_name".into(), json!(""));
     let warnings = root.issued.warnings.clone();
+    let der = root.issued.der.clone();
     engine.set_issuer(root.issuer).await?;
+    // As Vault: the root is also stored under its serial, so `LIST certs` and
+    // `cert/<serial>` find it. Serials are random 159-bit numbers; a taken one
+    // would keep the stored certificate (create-if-absent).
+    engine.store_cert(&serial, &der).await?;
     tracing::info!(serial = %serial.colon_hex(), "root CA generated");
     Ok(Reply::data_with_warnings(data, warnings))
 }

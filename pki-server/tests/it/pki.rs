@@ -662,6 +662,8 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
         )
         .await;
     assert_eq!(r.status, 202);
+    assert_eq!(r.body["data"], Value::Null, "{:?}", r.body);
+    assert_eq!(r.body["warnings"].as_array().map(Vec::len), Some(1));
     assert!(
         r.body["warnings"][0]
             .as_str()

@@ -709,3 +709,66 @@ async fn config_crl_write_answers_with_the_config_and_refuses_what_it_cannot_do(
         assert_eq!(r.status, 400, "{:?}", r.body);
     }
 }
+
+#[tokio::test]
+async fn intermediate_flow_answers_with_vaults_shapes_and_aia_warnings() {
+    let (app, token) = setup().await;
+    let t = Some(token.as_str());
+    let r = app
+        .call(
+            "POST",
+            "/v1/sys/mounts/inter",
+            t,
+            Some(json!({"type": "pki"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    // No config/urls on the new mount: the CSR answer warns, as Vault's does.
+    let r = app
+        .call(
+            "POST",
+            "/v1/inter/intermediate/generate/internal",
+            t,
+            Some(json!({"common_name": "inter", "key_type": "ec"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let w = r.body["warnings"][0].as_str().unwrap();
+    assert!(
+        w.contains("(AIA)") && w.ends_with("for the root mount."),
+        "{w}"
+    );
+    let csr = r.body["data"]["csr"].as_str().unwrap().to_string();
+    // The root mount has URLs: no AIA warning on the signed CA.
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/root/sign-intermediate"),
+            t,
+            Some(json!({"csr": csr, "common_name": "inter", "ttl": "8760h"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["warnings"], Value::Null, "{:?}", r.body);
+    let cert = r.body["data"]["certificate"].as_str().unwrap().to_string();
+    let r = app
+        .call(
+            "POST",
+            "/v1/inter/intermediate/set-signed",
+            t,
+            Some(json!({"certificate": cert})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let d = &r.body["data"];
+    assert_eq!(d["imported_issuers"].as_array().map(Vec::len), Some(1));
+    for k in ["imported_keys", "existing_issuers", "existing_keys"] {
+        assert_eq!(d[k], Value::Null, "{k}: {d:?}");
+    }
+    assert!(d["mapping"].is_object());
+    assert!(
+        r.body["warnings"][0].as_str().unwrap().contains("(AIA)"),
+        "{:?}",
+        r.body
+    );
+}

@@ -136,10 +136,12 @@ pub async fn sign_intermediate(engine: &Engine<'_>, req: &Request) -> Result<Rep
     let serial = SerialNumber::generate()?;
     let issued = sign_ca(&ctx, &issuer, &csr, &r, &serial)?;
     engine.store_cert(&serial, &issued.der).await?;
-    Ok(Reply::data_with_warnings(
-        issued_data(&issued),
-        issued.warnings.clone(),
-    ))
+    let mut warnings = issued.warnings.clone();
+    // As Vault: the signed CA carries no AIA URLs when config/urls is empty.
+    if urls.is_empty() {
+        warnings.push(crate::pki::issuer::AIA_WARNING.to_string());
+    }
+    Ok(Reply::data_with_warnings(issued_data(&issued), warnings))
 }
 
 /// `DELETE root`: remove the mount's CA and key.

@@ -18,6 +18,9 @@ pub enum Reply {
         /// Copy `data` keys to the top level too (Vault does for some sys paths).
         top_level: bool,
     },
+    /// The envelope with `data: null` and only warnings (Vault's answer when a
+    /// handler returns a response without data, as `tidy` does).
+    Warnings(Vec<String>),
     /// 204 with no body.
     NoContent,
     /// A status with no body (HEAD).
@@ -75,6 +78,19 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     with_json_type((status, body.to_string()).into_response())
 }
 
+/// The envelope without `data`; `warnings` is null when empty.
+fn envelope(warnings: &[String]) -> Value {
+    json!({
+        "request_id": uuid::Uuid::new_v4().to_string(),
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "wrap_info": null,
+        "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
+        "auth": null,
+    })
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self {
@@ -84,15 +100,7 @@ impl IntoResponse for Reply {
                 warnings,
                 top_level,
             } => {
-                let mut body = json!({
-                    "request_id": uuid::Uuid::new_v4().to_string(),
-                    "lease_id": "",
-                    "renewable": false,
-                    "lease_duration": 0,
-                    "wrap_info": null,
-                    "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
-                    "auth": null,
-                });
+                let mut body = envelope(&warnings);
                 if let Value::Object(m) = &mut body {
                     if top_level {
                         for (k, v) in &data {
@@ -103,19 +111,21 @@ impl IntoResponse for Reply {
                 }
                 json_response(StatusCode::OK, &body)
             }
-            Reply::Auth(auth, warnings) => json_response(
-                StatusCode::OK,
-                &json!({
-                    "request_id": uuid::Uuid::new_v4().to_string(),
-                    "lease_id": "",
-                    "renewable": false,
-                    "lease_duration": 0,
-                    "data": null,
-                    "wrap_info": null,
-                    "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
-                    "auth": auth,
-                }),
-            ),
+            Reply::Auth(auth, warnings) => {
+                let mut body = envelope(&warnings);
+                if let Value::Object(m) = &mut body {
+                    m.insert("data".into(), Value::Null);
+                    m.insert("auth".into(), auth);
+                }
+                json_response(StatusCode::OK, &body)
+            }
+            Reply::Warnings(warnings) => {
+                let mut body = envelope(&warnings);
+                if let Value::Object(m) = &mut body {
+                    m.insert("data".into(), Value::Null);
+                }
+                json_response(StatusCode::OK, &body)
+            }
             Reply::NoContent => with_json_type(StatusCode::NO_CONTENT.into_response()),
             Reply::Empty(status) => with_json_type(status.into_response()),
             Reply::Raw { content_type, body } => {

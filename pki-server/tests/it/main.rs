@@ -8,6 +8,7 @@ mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (mot
 mod hvac; // hvac against pki-server and OpenBao: same statuses, exceptions and shapes
 mod kms; // KMS auto-unseal against moto: restart unsealed; key disabled stays sealed
 mod pki; // the PKI engine over the API: issue, sign, refusals, revoke + CRL, tidy
+mod pki_diff; // the PKI paths against pki-server and OpenBao: same statuses and shapes
 mod process; // the real binary: SIGKILL + restart over file storage, TLS, CLI subcommands
 mod storage; // S3 conformance and plaintext scan against moto; concurrent conditional puts
 mod vault_cli; // the vault CLI (bao) runs the README PKI commands unchanged

@@ -21,7 +21,12 @@ async fn setup() -> (TestApp, String) {
         .await;
     assert_eq!(r.status, 204);
     let r = app.call("POST", &format!("{MOUNT}/config/urls"), t, Some(json!({"issuing_certificates": "https://pki.internal:8200/v1/kubecluster/pki/etcd-member/ca", "crl_distribution_points": ["https://pki.internal:8200/v1/kubecluster/pki/etcd-member/crl"]}))).await;
-    assert_eq!(r.status, 204, "{:?}", r.body);
+    // The write answers with the stored config, as Vault 1.12+ and OpenBao do.
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["data"]["issuing_certificates"],
+        json!(["https://pki.internal:8200/v1/kubecluster/pki/etcd-member/ca"])
+    );
     let r = app.call("POST", &format!("{MOUNT}/root/generate/internal"), t, Some(json!({"common_name": "etcd-ca", "key_type": "ec", "key_bits": "256", "ttl": "87600h"}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     for k in [
@@ -158,6 +163,9 @@ async fn issued_certificate_verifies_and_carries_exactly_what_was_asked() {
         (exp - now - 86_400).abs() < 60,
         "expiration {exp} vs now {now}"
     );
+    // notBefore is backdated by the role's not_before_duration (30s).
+    let nb = d["not_before"].as_i64().unwrap();
+    assert!((now - 30 - nb).abs() < 60, "not_before {nb} vs now {now}");
 
     // The certificate is stored and listed; ca/pem is served raw without a token.
     let serial = d["serial_number"].as_str().unwrap();
@@ -266,12 +274,22 @@ async fn role_refuses_names_it_does_not_allow_and_stores_nothing() {
         (r.status.as_u16(), r.body["errors"][0].as_str()),
         (400, Some("unknown role: nope"))
     );
-    // Nothing was stored by any refusal.
+    // Nothing was stored by any refusal: the root is the only certificate.
+    let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
+    assert_eq!(l.status, 200, "{:?}", l.body);
+    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 1);
+    let root_serial = l.body["data"]["keys"][0].as_str().unwrap();
+    let by_serial = app
+        .call("GET", &format!("{MOUNT}/cert/{root_serial}"), None, None)
+        .await;
+    let ca = app
+        .call("GET", &format!("{MOUNT}/cert/ca"), None, None)
+        .await;
     assert_eq!(
-        app.call("LIST", &format!("{MOUNT}/certs"), t, None)
-            .await
-            .status,
-        404
+        by_serial.body["data"]["certificate"]
+            .as_str()
+            .map(str::trim),
+        ca.body["data"]["certificate"].as_str().map(str::trim)
     );
     // Without a token: 403; with a bad one: 403.
     assert_eq!(
@@ -461,6 +479,24 @@ async fn sign_checks_the_csr_and_applies_the_role() {
         cert.public_key().raw,
         &rcgen::PublicKeyData::subject_public_key_info(&key)[..]
     );
+    assert_eq!(r.body["warnings"], Value::Null, "{:?}", r.body);
+    // The role takes the CN from the CSR (use_csr_common_name defaults to
+    // true): a common_name in the request is ignored, with Vault's warning.
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/sign/member"),
+            t,
+            Some(json!({"csr": csr, "common_name": "other.cluster.local"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["warnings"],
+        json!([
+            "the common_name field was provided but the role is set with \"use_csr_common_name\" set to true"
+        ])
+    );
     // A CSR for a name the role forbids.
     let (bad, _) = csr_pem("evil.com", &["evil.com"]);
     let r = app
@@ -614,7 +650,7 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
             .starts_with("-----BEGIN X509 CRL-----")
     );
 
-    // Tidy keeps unexpired certificates; LIST still shows all three.
+    // Tidy keeps unexpired certificates; LIST still shows all three and the root.
     let r = app
         .call(
             "POST",
@@ -626,6 +662,8 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
         )
         .await;
     assert_eq!(r.status, 202);
+    assert_eq!(r.body["data"], Value::Null, "{:?}", r.body);
+    assert_eq!(r.body["warnings"].as_array().map(Vec::len), Some(1));
     assert!(
         r.body["warnings"][0]
             .as_str()
@@ -633,7 +671,7 @@ async fn revoke_puts_the_serial_in_a_signed_crl_and_tidy_keeps_live_certs() {
             .starts_with("Tidy operation successfully started")
     );
     let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
-    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 3);
+    assert_eq!(l.body["data"]["keys"].as_array().unwrap().len(), 4);
     assert_eq!(
         app.call("LIST", &format!("{MOUNT}/certs/revoked"), t, None)
             .await
@@ -718,7 +756,22 @@ async fn tidy_removes_records_expired_past_the_safety_buffer_and_keeps_the_rest(
     );
 
     let l = app.call("LIST", &format!("{MOUNT}/certs"), t, None).await;
-    assert_eq!(l.body["data"]["keys"], json!([s_long]));
+    // What is left: the long-lived certificate and the CA's own (stored as in Vault).
+    let ca_serial = app
+        .call("GET", &format!("{MOUNT}/cert/ca"), None, None)
+        .await;
+    let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(
+        ca_serial.body["data"]["certificate"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+    )
+    .map(|c: rustls::pki_types::CertificateDer| c.to_vec())
+    .unwrap();
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    let mut want = vec![s_long.clone(), ca_cert.raw_serial_as_string()];
+    want.sort();
+    assert_eq!(l.body["data"]["keys"], json!(want));
     assert_eq!(
         app.call("GET", &format!("{MOUNT}/cert/{s_short}"), None, None)
             .await
@@ -735,4 +788,97 @@ async fn tidy_removes_records_expired_past_the_safety_buffer_and_keeps_the_rest(
     let crl = app.call("GET", &format!("{MOUNT}/crl"), None, None).await;
     let (_, parsed) = <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(&crl.raw).unwrap();
     assert_eq!(parsed.iter_revoked_certificates().count(), 0);
+}
+
+#[tokio::test]
+async fn config_crl_write_answers_with_the_config_and_refuses_what_it_cannot_do() {
+    let (app, token) = setup().await;
+    let t = Some(token.as_str());
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/config/crl"),
+            t,
+            Some(json!({"expiry": "48h"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["data"]["expiry"], "48h0m0s");
+    assert_eq!(r.body["data"]["allow_expired_cert_revocation"], false);
+    let read = app
+        .call("GET", &format!("{MOUNT}/config/crl"), t, None)
+        .await;
+    assert_eq!(read.body["data"], r.body["data"]);
+    for refused in [
+        json!({"auto_rebuild": true}),
+        json!({"allow_expired_cert_revocation": true}),
+    ] {
+        let r = app
+            .call("POST", &format!("{MOUNT}/config/crl"), t, Some(refused))
+            .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn intermediate_flow_answers_with_vaults_shapes_and_aia_warnings() {
+    let (app, token) = setup().await;
+    let t = Some(token.as_str());
+    let r = app
+        .call(
+            "POST",
+            "/v1/sys/mounts/inter",
+            t,
+            Some(json!({"type": "pki"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    // No config/urls on the new mount: the CSR answer warns, as Vault's does.
+    let r = app
+        .call(
+            "POST",
+            "/v1/inter/intermediate/generate/internal",
+            t,
+            Some(json!({"common_name": "inter", "key_type": "ec"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let w = r.body["warnings"][0].as_str().unwrap();
+    assert!(
+        w.contains("(AIA)") && w.ends_with("for the root mount."),
+        "{w}"
+    );
+    let csr = r.body["data"]["csr"].as_str().unwrap().to_string();
+    // The root mount has URLs: no AIA warning on the signed CA.
+    let r = app
+        .call(
+            "POST",
+            &format!("{MOUNT}/root/sign-intermediate"),
+            t,
+            Some(json!({"csr": csr, "common_name": "inter", "ttl": "8760h"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["warnings"], Value::Null, "{:?}", r.body);
+    let cert = r.body["data"]["certificate"].as_str().unwrap().to_string();
+    let r = app
+        .call(
+            "POST",
+            "/v1/inter/intermediate/set-signed",
+            t,
+            Some(json!({"certificate": cert})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let d = &r.body["data"];
+    assert_eq!(d["imported_issuers"].as_array().map(Vec::len), Some(1));
+    for k in ["imported_keys", "existing_issuers", "existing_keys"] {
+        assert_eq!(d[k], Value::Null, "{k}: {d:?}");
+    }
+    assert!(d["mapping"].is_object());
+    assert!(
+        r.body["warnings"][0].as_str().unwrap().contains("(AIA)"),
+        "{:?}",
+        r.body
+    );
 }

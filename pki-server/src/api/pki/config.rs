@@ -6,24 +6,52 @@ use crate::api::request::{Operation, Request};
 use crate::api::response::Reply;
 use crate::engine::{CrlConfig, Engine};
 use crate::pki::UrlsConfig;
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
+
+/// The `config/urls` answer (read and write).
+fn urls_data(u: &UrlsConfig) -> Map<String, Value> {
+    let mut d = Map::new();
+    d.insert("issuing_certificates".into(), json!(u.issuing_certificates));
+    d.insert(
+        "crl_distribution_points".into(),
+        json!(u.crl_distribution_points),
+    );
+    d.insert("delta_crl_distribution_points".into(), json!([]));
+    d.insert("ocsp_servers".into(), json!(u.ocsp_servers));
+    d.insert("enable_templating".into(), json!(false));
+    d
+}
+
+/// The `config/crl` answer (read and write). Only `expiry` and `disable` are
+/// settable; the rest are the fixed behaviour of this server.
+fn crl_data(c: &CrlConfig) -> Map<String, Value> {
+    let mut d = Map::new();
+    d.insert(
+        "expiry".into(),
+        json!(crate::pki::duration::format_go(
+            std::time::Duration::from_secs(c.expiry)
+        )),
+    );
+    d.insert("disable".into(), json!(c.disable));
+    d.insert("ocsp_disable".into(), json!(false));
+    d.insert("ocsp_expiry".into(), json!("12h"));
+    d.insert("auto_rebuild".into(), json!(false));
+    d.insert("auto_rebuild_grace_period".into(), json!("12h"));
+    d.insert("enable_delta".into(), json!(false));
+    d.insert("delta_rebuild_interval".into(), json!("15m"));
+    d.insert("cross_cluster_revocation".into(), json!(false));
+    d.insert("unified_crl".into(), json!(false));
+    d.insert("unified_crl_on_existing_paths".into(), json!(false));
+    // OpenBao's switch; false is what revoke does here (an expired
+    // certificate is not added to the CRL, with a warning).
+    d.insert("allow_expired_cert_revocation".into(), json!(false));
+    d
+}
 
 /// `GET|POST config/urls`.
 pub async fn urls(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> {
     match req.op {
-        Operation::Read => {
-            let u = engine.urls().await?;
-            let mut d = Map::new();
-            d.insert("issuing_certificates".into(), json!(u.issuing_certificates));
-            d.insert(
-                "crl_distribution_points".into(),
-                json!(u.crl_distribution_points),
-            );
-            d.insert("delta_crl_distribution_points".into(), json!([]));
-            d.insert("ocsp_servers".into(), json!(u.ocsp_servers));
-            d.insert("enable_templating".into(), json!(false));
-            Ok(Reply::data(d))
-        }
+        Operation::Read => Ok(Reply::data(urls_data(&*engine.urls().await?))),
         Operation::Update => {
             let cur = engine.urls().await?;
             let pick = |k: &str, old: &Vec<String>| -> Result<Vec<String>, ApiError> {
@@ -50,8 +78,10 @@ pub async fn urls(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
                     return Err(ApiError::bad_request(format!("invalid URL: {url}")));
                 }
             }
+            let d = urls_data(&u);
             engine.set_urls(u).await?;
-            Ok(Reply::NoContent)
+            // Vault (1.12+) and OpenBao answer a write with the stored config.
+            Ok(Reply::data(d))
         }
         _ => Err(ApiError::unsupported_operation()),
     }
@@ -60,27 +90,7 @@ pub async fn urls(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
 /// `GET|POST config/crl`.
 pub async fn crl(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> {
     match req.op {
-        Operation::Read => {
-            let c = engine.crl_config().await?;
-            let mut d = Map::new();
-            d.insert(
-                "expiry".into(),
-                json!(crate::pki::duration::format_go(
-                    std::time::Duration::from_secs(c.expiry)
-                )),
-            );
-            d.insert("disable".into(), json!(c.disable));
-            d.insert("ocsp_disable".into(), json!(false));
-            d.insert("ocsp_expiry".into(), json!("12h"));
-            d.insert("auto_rebuild".into(), json!(false));
-            d.insert("auto_rebuild_grace_period".into(), json!("12h"));
-            d.insert("enable_delta".into(), json!(false));
-            d.insert("delta_rebuild_interval".into(), json!("15m"));
-            d.insert("cross_cluster_revocation".into(), json!(false));
-            d.insert("unified_crl".into(), json!(false));
-            d.insert("unified_crl_on_existing_paths".into(), json!(false));
-            Ok(Reply::data(d))
-        }
+        Operation::Read => Ok(Reply::data(crl_data(&engine.crl_config().await?))),
         Operation::Update => {
             let mut c = engine.crl_config().await?;
             if let Some(e) = params::duration(&req.data, "expiry")? {
@@ -99,8 +109,14 @@ pub async fn crl(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> 
                     "auto_rebuild and delta CRLs are not supported by this server",
                 ));
             }
+            if params::boolean(&req.data, "allow_expired_cert_revocation")? == Some(true) {
+                return Err(ApiError::bad_request(
+                    "revoking expired certificates is not supported by this server",
+                ));
+            }
             engine.set_crl_config(&CrlConfig { ..c }).await?;
-            Ok(Reply::NoContent)
+            // Vault (1.12+) and OpenBao answer a write with the stored config.
+            Ok(Reply::data(crl_data(&c)))
         }
         _ => Err(ApiError::unsupported_operation()),
     }

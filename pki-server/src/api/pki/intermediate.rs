@@ -8,8 +8,9 @@ use crate::api::params;
 use crate::api::request::Request;
 use crate::api::response::Reply;
 use crate::engine::Engine;
+use crate::pki::issuer::AIA_WARNING;
 use crate::pki::{Issuer, PrivateKey, generate_intermediate_csr};
-use serde_json::{Map, json};
+use serde_json::{Map, Value, json};
 
 /// `POST intermediate/generate/:type`: a CSR; the key stays here until set-signed.
 pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<Reply, ApiError> {
@@ -24,6 +25,10 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
         .map_err(ApiError::internal)??;
     let out = generate_intermediate_csr(&ca, &key)?;
     engine.set_pending_key(&key).await?;
+    let mut warnings = Vec::new();
+    if engine.urls().await?.is_empty() {
+        warnings.push(format!("{AIA_WARNING} Since this certificate is an intermediate, it might be useful to regenerate this certificate after fixing this problem for the root mount."));
+    }
     let mut d = Map::new();
     d.insert("csr".into(), json!(out.csr));
     d.insert("key_id".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -31,7 +36,7 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
         d.insert("private_key".into(), json!(k.as_str()));
         d.insert("private_key_type".into(), json!(out.private_key_type));
     }
-    Ok(Reply::data(d))
+    Ok(Reply::data_with_warnings(d, warnings))
 }
 
 /// `POST intermediate/set-signed`: install the signed certificate (with its chain).
@@ -52,10 +57,16 @@ pub async fn set_signed(engine: &Engine<'_>, req: &Request) -> Result<Reply, Api
     let issuer_id = uuid::Uuid::new_v4().to_string();
     let mut d = Map::new();
     d.insert("imported_issuers".into(), json!([issuer_id.clone()]));
-    d.insert("imported_keys".into(), json!([]));
-    d.insert("existing_issuers".into(), json!([]));
-    d.insert("existing_keys".into(), json!([]));
+    // Vault sends its empty (nil) lists as null: the key was generated here,
+    // not imported, and nothing existed before.
+    d.insert("imported_keys".into(), Value::Null);
+    d.insert("existing_issuers".into(), Value::Null);
+    d.insert("existing_keys".into(), Value::Null);
     d.insert("mapping".into(), json!({ issuer_id: "" }));
+    let mut warnings = Vec::new();
+    if engine.urls().await?.is_empty() {
+        warnings.push(AIA_WARNING.to_string());
+    }
     tracing::info!(%serial, "intermediate CA installed");
-    Ok(Reply::data(d))
+    Ok(Reply::data_with_warnings(d, warnings))
 }

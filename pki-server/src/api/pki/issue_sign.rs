@@ -32,17 +32,44 @@ fn csr(req: &Request) -> Result<ParsedCsr, ApiError> {
 async fn sign_and_store(
     engine: &Engine<'_>,
     no_store: bool,
+    first_warnings: Vec<String>,
     mut f: impl FnMut(&SerialNumber) -> Result<Issued, ApiError>,
 ) -> Result<Reply, ApiError> {
     for _ in 0..3 {
         let serial = SerialNumber::generate()?;
         let issued = f(&serial)?;
         if no_store || engine.store_cert(&serial, &issued.der).await? {
-            let warnings = issued.warnings.clone();
+            let mut warnings = first_warnings;
+            warnings.extend(issued.warnings.iter().cloned());
             return Ok(Reply::data_with_warnings(issued_data(&issued), warnings));
         }
     }
     Err(ApiError::internal("could not find a free serial number"))
+}
+
+/// Vault's warnings for request fields a CSR-signing path ignores because the
+/// role takes them from the CSR (`use_csr_common_name`, `use_csr_sans`).
+fn ignored_field_warnings(
+    req: &Request,
+    use_csr_common_name: bool,
+    use_csr_sans: bool,
+) -> Result<Vec<String>, ApiError> {
+    let mut w = Vec::new();
+    if use_csr_common_name
+        && params::string(&req.data, "common_name")?.is_some_and(|c| !c.is_empty())
+    {
+        w.push(
+            "the common_name field was provided but the role is set with \"use_csr_common_name\" set to true"
+                .to_string(),
+        );
+    }
+    if use_csr_sans && !list_or_empty(req, "alt_names")?.is_empty() {
+        w.push(
+            "the alt_names field was provided but the role is set with \"use_csr_sans\" set to true"
+                .to_string(),
+        );
+    }
+    Ok(w)
 }
 
 /// `POST issue/:role`: a key pair and certificate made here.
@@ -94,7 +121,8 @@ pub async fn sign(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Repl
         urls: &urls,
         clock: &CLOCK,
     };
-    sign_and_store(engine, role.no_store, |serial| {
+    let warnings = ignored_field_warnings(req, role.use_csr_common_name, role.use_csr_sans)?;
+    sign_and_store(engine, role.no_store, warnings, |serial| {
         Ok(crate::pki::sign(&ctx, &issuer, &role, &csr, &ir, serial)?)
     })
     .await
@@ -142,7 +170,10 @@ pub async fn sign_verbatim(
         clock: &CLOCK,
     };
     let no_store = role.as_ref().is_some_and(|r| r.no_store);
-    sign_and_store(engine, no_store, |serial| {
+    // Vault signs verbatim with a role that takes the subject and SANs from
+    // the CSR, so it warns about both fields the same way.
+    let warnings = ignored_field_warnings(req, true, true)?;
+    sign_and_store(engine, no_store, warnings, |serial| {
         Ok(crate::pki::sign_verbatim(
             &ctx,
             &issuer,

@@ -145,6 +145,13 @@ pub fn issued_data(i: &crate::pki::Issued) -> Map<String, Value> {
         d.insert("ca_chain".into(), json!(i.ca_chain));
     }
     d.insert("serial_number".into(), json!(i.serial_number.colon_hex()));
+    // OpenBao sends notBefore next to expiration (Unix seconds).
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(&i.der) {
+        d.insert(
+            "not_before".into(),
+            json!(c.validity().not_before.timestamp()),
+        );
+    }
     d.insert("expiration".into(), json!(i.expiration));
     if let (Some(k), Some(t)) = (&i.private_key, i.private_key_type) {
         d.insert("private_key".into(), json!(k.as_str()));

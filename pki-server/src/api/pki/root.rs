@@ -105,7 +105,12 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
     data.insert("key_id".into(), json!(uuid::Uuid::new_v4().to_string()));
     data.insert("key_name".into(), json!(""));
     let warnings = root.issued.warnings.clone();
+    let der = root.issued.der.clone();
     engine.set_issuer(root.issuer).await?;
+    // As Vault: the root is also stored under its serial, so `LIST certs` and
+    // `cert/<serial>` find it. Serials are random 159-bit numbers; a taken one
+    // would keep the stored certificate (create-if-absent).
+    engine.store_cert(&serial, &der).await?;
     tracing::info!(serial = %serial.colon_hex(), "root CA generated");
     Ok(Reply::data_with_warnings(data, warnings))
 }
@@ -131,10 +136,12 @@ pub async fn sign_intermediate(engine: &Engine<'_>, req: &Request) -> Result<Rep
     let serial = SerialNumber::generate()?;
     let issued = sign_ca(&ctx, &issuer, &csr, &r, &serial)?;
     engine.store_cert(&serial, &issued.der).await?;
-    Ok(Reply::data_with_warnings(
-        issued_data(&issued),
-        issued.warnings.clone(),
-    ))
+    let mut warnings = issued.warnings.clone();
+    // As Vault: the signed CA carries no AIA URLs when config/urls is empty.
+    if urls.is_empty() {
+        warnings.push(crate::pki::issuer::AIA_WARNING.to_string());
+    }
+    Ok(Reply::data_with_warnings(issued_data(&issued), warnings))
 }
 
 /// `DELETE root`: remove the mount's CA and key.

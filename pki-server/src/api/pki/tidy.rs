@@ -8,20 +8,22 @@ use crate::api::response::Reply;
 use crate::engine::Engine;
 use crate::pki::Clock;
 use axum::http::StatusCode;
-use serde_json::Map;
 
 /// `POST tidy`. Runs to completion before answering (stores here are small
-/// enough); answers 202 with Vault's warning, as Vault does.
+/// enough); answers 202 with Vault's warning and `data: null`, as Vault does.
 pub async fn tidy(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> {
     update_only(req)?;
     let cert_store = params::boolean(&req.data, "tidy_cert_store")?.unwrap_or(false);
     let revoked = params::boolean(&req.data, "tidy_revoked_certs")?.unwrap_or(false);
     let buffer = params::duration(&req.data, "safety_buffer")?
         .unwrap_or(std::time::Duration::from_secs(72 * 3600));
-    let mut warnings = vec!["Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.".to_string()];
-    if !cert_store && !revoked {
-        warnings.push("No targets to tidy; specify tidy_cert_store=true or tidy_revoked_certs=true to start a tidy operation.".into());
+    // One warning, as Vault: either the start notice or "no targets".
+    let warning = if !cert_store && !revoked {
+        "No targets to tidy; specify tidy_cert_store=true or tidy_revoked_certs=true to start a tidy operation."
     } else {
+        "Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs."
+    };
+    if cert_store || revoked {
         let (c, r) = engine
             .tidy(cert_store, revoked, buffer, CLOCK.now())
             .await?;
@@ -31,8 +33,9 @@ pub async fn tidy(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError>
             "tidy finished"
         );
     }
+    // Vault's tidy response has no data: `data` is null.
     Ok(Reply::Status(
         StatusCode::ACCEPTED,
-        Box::new(Reply::data_with_warnings(Map::new(), warnings)),
+        Box::new(Reply::Warnings(vec![warning.to_string()])),
     ))
 }

@@ -19,6 +19,8 @@ fn entry_json(m: &MountEntry) -> Value {
             "max_lease_ttl": m.config.max_lease_ttl,
             "force_no_cache": false,
         },
+        // Vault and OpenBao label every builtin engine "supported".
+        "deprecation_status": "supported",
         "description": m.description,
         "external_entropy_access": false,
         "local": m.local,

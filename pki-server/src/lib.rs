@@ -14,6 +14,7 @@
 //! pin time.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod cli;

@@ -35,6 +35,8 @@ pub struct Cache {
     mount_writes: tokio::sync::Mutex<()>,
     /// Per-mount PKI state.
     pub engines: crate::engine::EngineCache,
+    /// Enabled audit devices.
+    audit: RwLock<Option<(u64, Arc<Vec<crate::audit::Device>>)>>,
     /// Parsed ACL policies by name.
     policies: RwLock<(u64, std::collections::HashMap<String, Arc<Policy>>)>,
 }
@@ -81,6 +83,33 @@ impl AppState {
     /// The mount table (cached).
     pub async fn mounts(&self, barrier: &Barrier) -> Result<Arc<MountTable>, MountError> {
         Ok(self.load_mounts(barrier).await?.1)
+    }
+
+    /// The enabled audit devices (cached per unseal generation).
+    pub async fn audit_devices(
+        &self,
+        barrier: &Barrier,
+    ) -> Result<Arc<Vec<crate::audit::Device>>, crate::storage::StorageError> {
+        let generation = self.seal.generation();
+        if let Some((g, d)) = self
+            .cache
+            .audit
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *g == generation
+        {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(crate::audit::load(barrier).await?);
+        *self.cache.audit.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, d.clone()));
+        Ok(d)
+    }
+
+    /// Forget the cached audit devices (after enable or disable).
+    pub fn invalidate_audit(&self) {
+        *self.cache.audit.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Forget parsed policies (after a policy write or delete).

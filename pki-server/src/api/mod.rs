@@ -87,7 +87,15 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         if let Some((m, rest)) = table.route(&req.path)
             && pki::is_unauthenticated(rest, req.op)
         {
-            return mount(state, &barrier, m, rest, &req).await;
+            let caller = crate::audit::Caller::default();
+            return audited(
+                state,
+                &barrier,
+                &req,
+                &caller,
+                mount(state, &barrier, m, rest, &req),
+            )
+            .await;
         }
     }
 
@@ -116,29 +124,98 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
     }
     crate::auth::token::spend_use(barrier.as_ref(), &entry).await?;
     req.metadata = entry.meta.clone();
+    let caller = crate::audit::Caller {
+        token: Some(token.clone()),
+        accessor: entry.accessor.clone(),
+        display_name: entry.display_name.clone(),
+        policies: entry.policies.clone(),
+        metadata: entry.meta.clone(),
+    };
+    audited(
+        state,
+        &barrier,
+        &req,
+        &caller,
+        route(state, &barrier, &req, &entry, &token, &acl),
+    )
+    .await
+}
 
+/// Write the request entry, run `handler`, write the response entry. With
+/// devices enabled and none able to write, the request fails (500) — before
+/// the handler runs for the request entry, so nothing is issued.
+async fn audited(
+    state: &AppState,
+    barrier: &crate::seal::Barrier,
+    req: &Request,
+    caller: &crate::audit::Caller,
+    handler: impl std::future::Future<Output = Result<Reply, ApiError>>,
+) -> Result<Reply, ApiError> {
+    let devices = state.audit_devices(barrier).await?;
+    if devices.is_empty() {
+        return handler.await;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let operation = match req.op {
+        Operation::Read | Operation::Head => "read",
+        Operation::List => "list",
+        Operation::Update => "update",
+        Operation::Delete => "delete",
+    };
+    let rec = crate::audit::Record {
+        id: &id,
+        operation,
+        path: &req.path,
+        data: &req.data,
+        caller,
+    };
+    crate::audit::log_request(&devices, &rec).map_err(ApiError::internal)?;
+    let result = handler.await;
+    let (view, error) = match &result {
+        Ok(r) => (r.audit_view(), String::new()),
+        Err(e) => (serde_json::json!({}), e.errors.join("; ")),
+    };
+    crate::audit::log_response(&devices, &rec, &view, &error).map_err(ApiError::internal)?;
+    result
+}
+
+/// Route an authenticated, authorised request.
+async fn route(
+    state: &AppState,
+    barrier: &std::sync::Arc<crate::seal::Barrier>,
+    req: &Request,
+    entry: &crate::auth::token::TokenEntry,
+    token: &str,
+    acl: &crate::auth::policy::Acl,
+) -> Result<Reply, ApiError> {
+    let barrier = barrier.clone();
+    let is_sys = req.path == "sys" || req.path.starts_with("sys/") || req.path.starts_with("auth/");
     match req.path.as_str() {
-        "sys/seal" => sys::seal::seal(state, &req).await,
-        "sys/rotate" => sys::rotate::rotate(&barrier, &req).await,
-        "sys/key-status" => sys::rotate::key_status(&barrier, &req).await,
-        "sys/capabilities-self" => sys::policy::capabilities_self(&acl, &req).await,
+        "sys/seal" => sys::seal::seal(state, req).await,
+        "sys/rotate" => sys::rotate::rotate(&barrier, req).await,
+        "sys/key-status" => sys::rotate::key_status(&barrier, req).await,
+        p if p == "sys/audit" || p.starts_with("sys/audit/") => {
+            sys::audit::handle(state, &barrier, req).await
+        }
+        p if p.starts_with("sys/audit-hash/") => sys::audit::hash(&barrier, req).await,
+        "sys/capabilities-self" => sys::policy::capabilities_self(acl, req).await,
         p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
-            sys::mounts::handle(state, &barrier, &req).await
+            sys::mounts::handle(state, &barrier, req).await
         }
         p if p == "sys/policy"
             || p.starts_with("sys/policy/")
             || p == "sys/policies/acl"
             || p.starts_with("sys/policies/acl/") =>
         {
-            sys::policy::handle(state, &barrier, &req).await
+            sys::policy::handle(state, &barrier, req).await
         }
         p if p.starts_with("auth/token/") => {
-            auth_token::handle(&barrier, &req, &entry, &token, &acl).await
+            auth_token::handle(&barrier, req, entry, token, acl).await
         }
         p if !is_sys => {
             let table = state.mounts(&barrier).await?;
             match table.route(p) {
-                Some((m, rest)) => mount(state, &barrier, m, rest, &req).await,
+                Some((m, rest)) => mount(state, &barrier, m, rest, req).await,
                 None => Err(ApiError::unsupported_path(p)),
             }
         }

@@ -39,6 +39,23 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// What the audit log records of this answer: `data`, `auth`, `warnings`
+    /// (raw bodies as `http_raw_body`, base64). The audit layer HMACs it.
+    pub fn audit_view(&self) -> Value {
+        use base64::Engine as _;
+        match self {
+            Reply::Plain(_, v) => json!({ "data": v }),
+            Reply::Data { data, warnings, .. } => json!({ "data": data, "warnings": warnings }),
+            Reply::Warnings(w) => json!({ "warnings": w }),
+            Reply::Auth(a, w) => json!({ "auth": a, "warnings": w }),
+            Reply::Raw { body, .. } => {
+                json!({ "data": { "http_raw_body": base64::engine::general_purpose::STANDARD.encode(body) } })
+            }
+            Reply::Status(_, inner) => inner.audit_view(),
+            Reply::NoContent | Reply::Empty(_) => json!({}),
+        }
+    }
+
     /// An enveloped reply with warnings.
     pub fn data_with_warnings(data: Map<String, Value>, warnings: Vec<String>) -> Self {
         Reply::Data {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
+mod audit; // audit devices: HMAC of secrets, one line per request and response, fail closed
 mod auth; // tokens and ACL policies: enforcement, child tokens, revocation, templates
 mod etcd; // real etcd: a 3-member TLS cluster on certificates from the etcd-member mount
 mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)

@@ -1,5 +1,6 @@
 //! `/v1/sys/*`: seal lifecycle, health, leader, key rotation.
 
+pub mod audit;
 pub mod health;
 pub mod init;
 pub mod mounts;

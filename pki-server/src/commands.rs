@@ -53,6 +53,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         println!("Development mode should NOT be used in production.");
     }
     crate::server::spawn_auto_unseal(state.seal.clone());
+    crate::server::spawn_token_tidy(state.seal.clone());
     tracing::info!(%addr, %scheme, storage = state.seal.storage().kind(), "listening");
     crate::server::serve(
         listener,

@@ -96,6 +96,24 @@ pub fn spawn_auto_unseal(seal: Arc<Seal>) {
     });
 }
 
+/// Every hour, while unsealed, remove expired tokens (lookups also revoke an
+/// expired token when they meet it; this catches the ones nobody presents).
+pub fn spawn_token_tidy(seal: Arc<Seal>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            if let Some(barrier) = seal.barrier() {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match crate::auth::token::tidy(barrier.as_ref(), now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired tokens removed"),
+                    Err(e) => tracing::warn!(error = %e, "token tidy failed"),
+                }
+            }
+        }
+    });
+}
+
 /// The rustls config for the configured TLS mode (None for plain HTTP).
 pub fn tls_config(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
     Ok(match &cfg.tls {

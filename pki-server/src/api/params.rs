@@ -82,6 +82,27 @@ pub fn string<'a>(data: &'a Map<String, Value>, key: &str) -> Result<Option<&'a 
     }
 }
 
+/// A map parameter of strings (`options`): non-string values keep their JSON text.
+pub fn string_map(
+    data: &Map<String, Value>,
+    key: &str,
+) -> std::collections::BTreeMap<String, String> {
+    match data.get(key) {
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
 /// A list parameter: a JSON array of strings or a comma-separated string.
 pub fn list(data: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, ApiError> {
     match data.get(key) {

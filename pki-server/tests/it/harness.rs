@@ -380,3 +380,27 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Run one of the differential scripts in tests/python against the pki-server
+/// binary and OpenBao; returns its JSON report (None: skipped outside CI).
+/// Panics with the script's stderr when any check failed.
+pub fn run_compat_script(script: &str) -> Option<Value> {
+    let (python, bao) = (venv_tool("python")?, venv_tool("bao")?);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/python")
+        .join(script);
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(python)
+        .arg(path)
+        .args(["--pki-server", env!("CARGO_BIN_EXE_pki-server")])
+        .arg("--bao")
+        .arg(bao)
+        .arg("--workdir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stderr}");
+    assert!(stderr.contains(" 0 failed"), "{stderr}");
+    Some(serde_json::from_slice(&out.stdout).expect("a JSON report"))
+}

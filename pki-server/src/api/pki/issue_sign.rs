@@ -10,7 +10,7 @@ use crate::api::params;
 use crate::api::request::Request;
 use crate::api::response::Reply;
 use crate::engine::Engine;
-use crate::pki::{Issued, MountContext, ParsedCsr, Role, SerialNumber, VerbatimRequest};
+use crate::pki::{Issued, MountContext, Role, SerialNumber, VerbatimRequest};
 use std::sync::Arc;
 
 async fn role(engine: &Engine<'_>, name: &str) -> Result<Arc<Role>, ApiError> {
@@ -18,13 +18,6 @@ async fn role(engine: &Engine<'_>, name: &str) -> Result<Arc<Role>, ApiError> {
         .role(name)
         .await?
         .ok_or_else(|| ApiError::bad_request(format!("unknown role: {name}")))
-}
-
-fn csr(req: &Request) -> Result<ParsedCsr, ApiError> {
-    let pem = params::string(&req.data, "csr")?
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("\"csr\" is empty"))?;
-    Ok(ParsedCsr::from_pem(pem)?)
 }
 
 /// Sign with fresh serials until one is free (a collision is a 2^-159 event),
@@ -112,15 +105,11 @@ pub async fn issue(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Rep
 pub async fn sign(engine: &Engine<'_>, name: &str, req: &Request) -> Result<Reply, ApiError> {
     update_only(req)?;
     let role = role(engine, name).await?;
-    let csr = csr(req)?;
+    let csr = super::csr(req)?;
     let ir = issue_request(req)?;
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext {
-        ttl: engine.ttl,
-        urls: &urls,
-        clock: &CLOCK,
-    };
+    let ctx = super::context(engine, &urls);
     let warnings = ignored_field_warnings(req, role.use_csr_common_name, role.use_csr_sans)?;
     sign_and_store(engine, role.no_store, warnings, |serial| {
         Ok(crate::pki::sign(&ctx, &issuer, &role, &csr, &ir, serial)?)
@@ -140,7 +129,7 @@ pub async fn sign_verbatim(
     } else {
         Some(role(engine, name).await?)
     };
-    let csr = csr(req)?;
+    let csr = super::csr(req)?;
     let d = &req.data;
     let mut vr = VerbatimRequest {
         ext_key_usage: list_or_empty(req, "ext_key_usage")?,
@@ -164,11 +153,7 @@ pub async fn sign_verbatim(
     }
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext {
-        ttl: engine.ttl,
-        urls: &urls,
-        clock: &CLOCK,
-    };
+    let ctx = super::context(engine, &urls);
     let no_store = role.as_ref().is_some_and(|r| r.no_store);
     // Vault signs verbatim with a role that takes the subject and SANs from
     // the CSR, so it warns about both fields the same way.

@@ -74,6 +74,26 @@ pub async fn handle(engine: &Engine<'_>, rest: &str, req: &Request) -> Result<Re
     }
 }
 
+/// The mount context the CA core takes: the mount's TTLs, its URLs, the clock.
+pub fn context<'a>(
+    engine: &Engine<'_>,
+    urls: &'a crate::pki::UrlsConfig,
+) -> crate::pki::MountContext<'a> {
+    crate::pki::MountContext {
+        ttl: engine.ttl,
+        urls,
+        clock: &CLOCK,
+    }
+}
+
+/// The request's `csr`, parsed and signature-checked.
+pub fn csr(req: &Request) -> Result<crate::pki::ParsedCsr, ApiError> {
+    let pem = params::string(&req.data, "csr")?
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("\"csr\" is empty"))?;
+    Ok(crate::pki::ParsedCsr::from_pem(pem)?)
+}
+
 /// Require a write.
 pub fn update_only(req: &Request) -> Result<(), ApiError> {
     if req.op == Operation::Update {

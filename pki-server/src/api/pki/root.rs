@@ -1,16 +1,14 @@
 //! `root/generate/:type`, `root/sign-intermediate`, `DELETE root`.
 
-use super::{
-    CLOCK, format, issued_data, list_or_empty, not_after, private_key_format, update_only,
-};
+use super::{format, issued_data, list_or_empty, not_after, private_key_format, update_only};
 use crate::api::error::ApiError;
 use crate::api::params;
 use crate::api::request::{Operation, Request};
 use crate::api::response::Reply;
 use crate::engine::Engine;
 use crate::pki::{
-    CaRequest, KeyType, MountContext, ParsedCsr, PrivateKey, SerialNumber, SignIntermediateRequest,
-    SubjectFields, generate_root, sign_intermediate as sign_ca,
+    CaRequest, KeyType, PrivateKey, SerialNumber, SignIntermediateRequest, SubjectFields,
+    generate_root, sign_intermediate as sign_ca,
 };
 use serde_json::json;
 
@@ -90,11 +88,7 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
             .map_err(ApiError::internal)??
     };
     let urls = engine.urls().await?;
-    let ctx = MountContext {
-        ttl: engine.ttl,
-        urls: &urls,
-        clock: &CLOCK,
-    };
+    let ctx = super::context(engine, &urls);
     let serial = SerialNumber::generate()?;
     let root = generate_root(&ctx, &ca, key, &serial)?;
     let mut data = issued_data(&root.issued);
@@ -118,17 +112,10 @@ pub async fn generate(engine: &Engine<'_>, kind: &str, req: &Request) -> Result<
 /// `POST root/sign-intermediate`: sign a CA CSR with this mount's CA.
 pub async fn sign_intermediate(engine: &Engine<'_>, req: &Request) -> Result<Reply, ApiError> {
     update_only(req)?;
-    let csr_pem = params::string(&req.data, "csr")?
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| ApiError::bad_request("\"csr\" is empty"))?;
-    let csr = ParsedCsr::from_pem(csr_pem)?;
+    let csr = super::csr(req)?;
     let issuer = engine.require_issuer().await?;
     let urls = engine.urls().await?;
-    let ctx = MountContext {
-        ttl: engine.ttl,
-        urls: &urls,
-        clock: &CLOCK,
-    };
+    let ctx = super::context(engine, &urls);
     let r = SignIntermediateRequest {
         ca: ca_request(req, false)?,
         use_csr_values: params::boolean(&req.data, "use_csr_values")?.unwrap_or(false),

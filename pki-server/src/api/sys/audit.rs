@@ -8,7 +8,6 @@ use crate::audit::{self, AuditError, Device};
 use crate::seal::Barrier;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 
 fn audit_err(e: AuditError) -> ApiError {
     match e {
@@ -42,20 +41,7 @@ pub async fn handle(state: &AppState, barrier: &Barrier, req: &Request) -> Resul
                 return Err(ApiError::bad_request(format!("path already in use: {key}")));
             }
             let kind = params::string(&req.data, "type")?.unwrap_or("");
-            let options: BTreeMap<String, String> = match req.data.get("options") {
-                Some(Value::Object(o)) => o
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(String::from)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect(),
-                _ => BTreeMap::new(),
-            };
+            let options = params::string_map(&req.data, "options");
             let desc = params::string(&req.data, "description")?.unwrap_or("");
             let dev = Device::new(&key, kind, desc, options).map_err(audit_err)?;
             devices.push(dev);

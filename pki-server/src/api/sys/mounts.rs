@@ -9,7 +9,6 @@ use crate::seal::Barrier;
 use crate::state::AppState;
 use crate::storage::Storage;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 
 fn entry_json(m: &MountEntry) -> Value {
     json!({
@@ -96,20 +95,7 @@ async fn enable(
         .to_string();
     let config = req.data.get("config").cloned().unwrap_or(Value::Null);
     let cfg = config.as_object();
-    let options: BTreeMap<String, String> = match req.data.get("options") {
-        Some(Value::Object(o)) => o
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| v.to_string()),
-                )
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    };
+    let options = params::string_map(&req.data, "options");
     let entry = MountEntry {
         path: normalize(path),
         kind,

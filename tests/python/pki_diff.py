@@ -56,7 +56,7 @@ from typing import Any
 
 import requests
 
-from servers import START_TIMEOUT_S, run, start_bao, start_pki, stop
+from servers import START_TIMEOUT_S, json_type, shape, shape_type, run, start_bao, start_pki, stop
 
 PKI = "pki-server"
 BAO = "openbao"
@@ -106,41 +106,7 @@ SECRETS: set[str] = set()
 UNKNOWN_SERIAL = "01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:11:12:13:14"
 
 
-# --------------------------------------------------------------------------
-# JSON shapes
-
-
-def json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
-
-
-def shape(v: Any) -> Any:
-    """Recursive shape: objects map key -> shape, arrays are [shape of first]."""
-    if isinstance(v, dict):
-        return {k: shape(v[k]) for k in sorted(v)}
-    if isinstance(v, list):
-        return [shape(v[0])] if v else []
-    return json_type(v)
-
-
-def shape_type(s: Any) -> str:
-    if isinstance(s, dict):
-        return "object"
-    if isinstance(s, list):
-        return "array"
-    return s
+# JSON shapes: json_type, shape, shape_type live in servers.py.
 
 
 def allowed(table: dict[str, str], key: str) -> bool:

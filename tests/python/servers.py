@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import requests
 
@@ -197,3 +197,40 @@ def stop(proc: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------
+# JSON shapes
+
+
+def json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def shape(v: Any) -> Any:
+    """Recursive shape: objects map key -> shape, arrays are [shape of first]."""
+    if isinstance(v, dict):
+        return {k: shape(v[k]) for k in sorted(v)}
+    if isinstance(v, list):
+        return [shape(v[0])] if v else []
+    return json_type(v)
+
+
+def shape_type(s: Any) -> str:
+    if isinstance(s, dict):
+        return "object"
+    if isinstance(s, list):
+        return "array"
+    return s

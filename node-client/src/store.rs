@@ -1,0 +1,318 @@
+//! A directory whose files are replaced together, atomically.
+//!
+//! The scheme is kubelet's `AtomicWriter`: every version of the file set is
+//! written into a fresh hidden folder (`..v-<random>`), each file fsynced with
+//! its own mode, the folder fsynced; then a symlink `..data` is pointed at it by
+//! renaming a new link over the old one (atomic), and the directory is fsynced.
+//! The visible names (`DIR/etcd.pem`) are symlinks to `..data/etcd.pem`, made
+//! once. A reader opening `DIR/etcd.pem` and `DIR/etcd-key.pem` therefore sees
+//! either the old set or the new set, never a mix, and never a partial file,
+//! whatever point the writer is killed at. The previous version is removed
+//! after the switch; a leftover from a killed writer is removed by the next one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// The link that names the current version.
+pub const DATA_LINK: &str = "..data";
+const VERSION_PREFIX: &str = "..v-";
+
+/// One file of a set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// Name inside the directory (no `/`, not starting with `.`).
+    pub name: String,
+    /// Contents.
+    pub contents: Vec<u8>,
+    /// Permission bits (0600 for keys, 0644 for certificates).
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for FileSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Contents may be a private key: never print them.
+        write!(
+            f,
+            "FileSpec({}, {} bytes, {:o})",
+            self.name,
+            self.contents.len(),
+            self.mode
+        )
+    }
+}
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file name that would escape the directory or collide with our links.
+    #[error("invalid file name {0:?}")]
+    BadName(String),
+    /// A visible name exists and is not our symlink (refuse to clobber it).
+    #[error("{0} exists and is not managed by node-client")]
+    Foreign(PathBuf),
+    /// I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    // A failing system RNG only makes the name less random; the time keeps it unique.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = (t as u64).to_le_bytes();
+    }
+    hex::encode(b)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+fn check_name(n: &str) -> Result<(), StoreError> {
+    if n.is_empty() || n.starts_with('.') || n.contains('/') || n.contains('\0') || n.len() > 200 {
+        return Err(StoreError::BadName(n.to_string()));
+    }
+    Ok(())
+}
+
+/// Replace the set of files in `dir` with `files`, atomically as a whole.
+pub fn write_set(dir: &Path, files: &[FileSpec]) -> Result<(), StoreError> {
+    for f in files {
+        check_name(&f.name)?;
+    }
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    // Refuse to replace a plain file the operator put there.
+    for f in files {
+        let visible = dir.join(&f.name);
+        match fs::symlink_metadata(&visible) {
+            Ok(m) if !m.file_type().is_symlink() => return Err(StoreError::Foreign(visible)),
+            _ => {}
+        }
+    }
+    let previous = fs::read_link(dir.join(DATA_LINK)).ok();
+    // Leftovers of a writer killed before its switch.
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let current = previous.as_deref().is_some_and(|p| p == Path::new(&name));
+            if (name.starts_with(VERSION_PREFIX) && !current) || name.starts_with("..tmp-") {
+                let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+            }
+        }
+    }
+
+    let version = format!("{VERSION_PREFIX}{}", random_suffix());
+    let vdir = dir.join(&version);
+    fs::create_dir(&vdir).map_err(io(&vdir))?;
+    fs::set_permissions(&vdir, fs::Permissions::from_mode(0o755)).map_err(io(&vdir))?;
+    for f in files {
+        let p = vdir.join(&f.name);
+        let mut fh = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(f.mode)
+            .open(&p)
+            .map_err(io(&p))?;
+        fh.write_all(&f.contents).map_err(io(&p))?;
+        // The mode given at open is filtered by the umask: set it exactly.
+        fh.set_permissions(fs::Permissions::from_mode(f.mode))
+            .map_err(io(&p))?;
+        fh.sync_all().map_err(io(&p))?;
+    }
+    fsync_dir(&vdir)?;
+
+    // Switch: a new link renamed over ..data.
+    let tmp_link = dir.join(format!("..tmp-{}", random_suffix()));
+    symlink(&version, &tmp_link).map_err(io(&tmp_link))?;
+    let data = dir.join(DATA_LINK);
+    fs::rename(&tmp_link, &data).map_err(io(&data))?;
+    fsync_dir(dir)?;
+
+    // Visible names: symlinks into ..data, created once.
+    for f in files {
+        let visible = dir.join(&f.name);
+        let target = Path::new(DATA_LINK).join(&f.name);
+        match fs::read_link(&visible) {
+            Ok(t) if t == target => {}
+            Ok(_) | Err(_) => {
+                let tmp = dir.join(format!("..tmp-{}", random_suffix()));
+                symlink(&target, &tmp).map_err(io(&tmp))?;
+                fs::rename(&tmp, &visible).map_err(io(&visible))?;
+            }
+        }
+    }
+    fsync_dir(dir)?;
+    if let Some(old) = previous
+        && old != Path::new(&version)
+    {
+        match fs::remove_dir_all(dir.join(&old)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: dir.join(old),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Read the current contents of `name` in `dir`, if present.
+pub fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
+    fs::read(dir.join(name)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, contents: &str, mode: u32) -> FileSpec {
+        FileSpec {
+            name: name.into(),
+            contents: contents.as_bytes().to_vec(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn sets_replace_together_with_their_modes() {
+        let d = tempfile::tempdir().unwrap();
+        write_set(
+            d.path(),
+            &[spec("cert.pem", "c1", 0o644), spec("key.pem", "k1", 0o600)],
+        )
+        .unwrap();
+        assert_eq!(read(d.path(), "cert.pem").unwrap(), b"c1");
+        let mode = |n: &str| fs::metadata(d.path().join(n)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("cert.pem"), mode("key.pem")), (0o644, 0o600));
+        write_set(
+            d.path(),
+            &[spec("cert.pem", "c2", 0o644), spec("key.pem", "k2", 0o600)],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                read(d.path(), "cert.pem").unwrap(),
+                read(d.path(), "key.pem").unwrap()
+            ),
+            (b"c2".to_vec(), b"k2".to_vec())
+        );
+        // Only the current version, the link and the visible names remain.
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with(VERSION_PREFIX)));
+    }
+
+    #[test]
+    fn refuses_bad_names_and_foreign_files() {
+        let d = tempfile::tempdir().unwrap();
+        for bad in ["", "../x", "a/b", ".hidden", "..data"] {
+            assert!(
+                matches!(
+                    write_set(d.path(), &[spec(bad, "x", 0o600)]),
+                    Err(StoreError::BadName(_))
+                ),
+                "{bad}"
+            );
+        }
+        fs::write(d.path().join("mine.pem"), "operator's").unwrap();
+        assert!(matches!(
+            write_set(d.path(), &[spec("mine.pem", "x", 0o600)]),
+            Err(StoreError::Foreign(_))
+        ));
+        assert_eq!(fs::read(d.path().join("mine.pem")).unwrap(), b"operator's");
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_cleaned_and_never_visible() {
+        let d = tempfile::tempdir().unwrap();
+        write_set(d.path(), &[spec("cert.pem", "old", 0o644)]).unwrap();
+        // A writer killed after writing its version folder, before the switch.
+        fs::create_dir(d.path().join("..v-dead")).unwrap();
+        fs::write(d.path().join("..v-dead/cert.pem"), "half").unwrap();
+        assert_eq!(read(d.path(), "cert.pem").unwrap(), b"old");
+        write_set(d.path(), &[spec("cert.pem", "new", 0o644)]).unwrap();
+        assert!(!d.path().join("..v-dead").exists());
+        assert_eq!(read(d.path(), "cert.pem").unwrap(), b"new");
+    }
+
+    /// Not a test on its own: the child process of the kill test. It writes
+    /// matching certificate/key pairs forever when STORE_WRITER_DIR is set.
+    #[test]
+    fn writer_child() {
+        let Ok(dir) = std::env::var("STORE_WRITER_DIR") else {
+            return;
+        };
+        let key_body = "K".repeat(4096);
+        for i in 0u64.. {
+            let files = [
+                spec("cert.pem", &format!("cert-{i}"), 0o644),
+                spec("key.pem", &format!("key-{i}-{key_body}"), 0o600),
+            ];
+            write_set(Path::new(&dir), &files).unwrap();
+        }
+    }
+
+    #[test]
+    fn sigkill_at_random_points_leaves_old_or_new_never_a_mix() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let key_body = "K".repeat(4096);
+        let mut checked = 0;
+        for round in 0..25u64 {
+            let mut child = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "store::tests::writer_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("STORE_WRITER_DIR", d.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5 + (round * 7919) % 60));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let (Some(cert), Some(key)) = (read(d.path(), "cert.pem"), read(d.path(), "key.pem"))
+            else {
+                continue; // killed before its first switch: nothing visible yet, which is fine
+            };
+            let cert = String::from_utf8(cert).unwrap();
+            let key = String::from_utf8(key).unwrap();
+            let n = cert.strip_prefix("cert-").unwrap();
+            assert_eq!(
+                key,
+                format!("key-{n}-{key_body}"),
+                "a mixed or partial set after SIGKILL"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "the writer rarely got to write: {checked}");
+    }
+}

@@ -5,8 +5,11 @@
 //! - [`store`]: a set of files (key, certificate, CA bundle) replaced as one,
 //!   so a reader never sees a new certificate beside an old key, even if the
 //!   writer is killed half-way.
+//! - [`client`]: the Vault calls (sign, issue, renew-self) with retries, and
+//!   local key + CSR generation.
 //! - [`schedule`]: when to renew a certificate, and how long to wait between
 //!   retries.
 
+pub mod client;
 pub mod schedule;
 pub mod store;

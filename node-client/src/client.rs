@@ -1,0 +1,275 @@
+//! The few Vault API calls node-client makes, with its own request and response
+//! types (it must work against Vault and OpenBao too, so it depends on the wire
+//! format, not on pki-server's code).
+//!
+//! Availability: an unreachable server, a sealed one (503) or any 5xx is
+//! retried with capped exponential backoff and full jitter until the deadline,
+//! logging what it waits for; a 4xx is final and carries the server's message.
+//! TLS trusts only the CA it is given; verification is never skipped.
+
+use crate::schedule::backoff_ms;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused (4xx): final.
+    #[error("server refused ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's `errors`, joined.
+        message: String,
+    },
+    /// The server stayed unavailable until the deadline.
+    #[error("gave up after {waited:?}: {last}")]
+    Unavailable {
+        /// How long we tried.
+        waited: Duration,
+        /// The last failure.
+        last: String,
+    },
+    /// Local configuration (CA file, address).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A certificate as `issue` / `sign` return it.
+#[derive(Clone, Deserialize)]
+pub struct Issued {
+    /// PEM certificate.
+    pub certificate: String,
+    /// PEM issuing CA.
+    pub issuing_ca: String,
+    /// The chain above the certificate.
+    #[serde(default)]
+    pub ca_chain: Vec<String>,
+    /// Colon-hex serial.
+    pub serial_number: String,
+    /// notAfter, Unix seconds.
+    pub expiration: i64,
+    /// The key (`issue` only).
+    #[serde(default)]
+    pub private_key: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("serial_number", &self.serial_number)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configured client.
+pub struct Client {
+    http: reqwest::Client,
+    addr: String,
+    token: Zeroizing<String>,
+    /// How long to keep retrying an unavailable server.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `addr` trusting only `ca_pem` (https), with `token`.
+    pub fn new(
+        addr: &str,
+        ca_pem: Option<&[u8]>,
+        token: Zeroizing<String>,
+    ) -> Result<Self, ClientError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let addr = addr.trim_end_matches('/').to_string();
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("node-client/", env!("CARGO_PKG_VERSION")));
+        if addr.starts_with("https://") {
+            let pem = ca_pem.ok_or_else(|| {
+                ClientError::Config(
+                    "an https address needs the server's CA (VAULT_CACERT or --ca-cert)".into(),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Config(format!("bad CA bundle: {e}")))?;
+            b = b.tls_certs_only(certs);
+        } else if !addr.starts_with("http://127.") && !addr.starts_with("http://localhost") {
+            return Err(ClientError::Config(
+                "plain http is only for a loopback address".into(),
+            ));
+        }
+        let http = b.build().map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            addr,
+            token,
+            deadline: Duration::from_secs(300),
+        })
+    }
+
+    /// `method /v1/path` with retries; the `data` (or `auth`) of the answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}/v1/{path}", self.addr))
+                .header("X-Vault-Token", self.token.as_str())
+                .header("X-Vault-Request", "true");
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let last = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let v: Value = resp.json().await.unwrap_or(Value::Null);
+                    if (200..300).contains(&status) {
+                        return Ok(v);
+                    }
+                    let message = v["errors"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                        .unwrap_or_default();
+                    if (400..500).contains(&status) && status != 429 {
+                        return Err(ClientError::Refused { status, message });
+                    }
+                    format!("server answered {status}: {message}")
+                }
+                Err(e) => format!("cannot reach {}: {e}", self.addr),
+            };
+            let waited = start.elapsed();
+            if waited >= self.deadline {
+                return Err(ClientError::Unavailable { waited, last });
+            }
+            let mut r = [0u8; 2];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+            let rand = f64::from(u16::from_le_bytes(r)) / 65536.0;
+            let wait = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand))
+                .min(self.deadline.saturating_sub(waited));
+            tracing::warn!(%last, retry_in = ?wait, "waiting for pki-server");
+            tokio::time::sleep(wait).await;
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// `POST <mount>/sign/<role>` with a CSR.
+    pub async fn sign(
+        &self,
+        mount: &str,
+        role: &str,
+        csr_pem: &str,
+        ttl: Option<&str>,
+    ) -> Result<Issued, ClientError> {
+        let mut body = json!({"csr": csr_pem});
+        if let Some(t) = ttl {
+            body["ttl"] = json!(t);
+        }
+        self.issued(&format!("{mount}/sign/{role}"), &body).await
+    }
+
+    /// `POST <mount>/issue/<role>` (the server makes the key).
+    pub async fn issue(
+        &self,
+        mount: &str,
+        role: &str,
+        body: &Value,
+    ) -> Result<Issued, ClientError> {
+        self.issued(&format!("{mount}/issue/{role}"), body).await
+    }
+
+    async fn issued(&self, path: &str, body: &Value) -> Result<Issued, ClientError> {
+        let v = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        serde_json::from_value(v["data"].clone())
+            .map_err(|e| ClientError::Config(format!("unexpected answer from {path}: {e}")))
+    }
+
+    /// `POST auth/token/renew-self`; returns the new TTL in seconds.
+    pub async fn renew_self(&self) -> Result<u64, ClientError> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "auth/token/renew-self",
+                Some(&json!({})),
+            )
+            .await?;
+        Ok(v["auth"]["lease_duration"].as_u64().unwrap_or(0))
+    }
+}
+
+/// A fresh key pair and a CSR for it (the key never leaves the node).
+pub fn csr(
+    common_name: &str,
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<(String, Zeroizing<String>), ClientError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    for d in dns {
+        p.subject_alt_names
+            .push(rcgen::SanType::DnsName(d.clone().try_into().map_err(
+                |e: rcgen::Error| ClientError::Config(format!("bad DNS name {d:?}: {e}")),
+            )?));
+    }
+    for ip in ips {
+        p.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+    }
+    let csr = p
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok((csr, Zeroizing::new(key.serialize_pem())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_carries_the_names_and_verifies() {
+        let (csr, key) = csr(
+            "etcd-0",
+            &["etcd-0.cluster.local".into()],
+            &["127.0.0.11".parse().unwrap()],
+        )
+        .unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(csr.as_bytes())
+            .map(|c: rustls::pki_types::CertificateSigningRequestDer| c.as_ref().to_vec())
+            .unwrap();
+        let (_, req) = <x509_parser::certification_request::X509CertificationRequest as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        req.verify_signature().unwrap();
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_plain_http_only_on_loopback() {
+        assert!(Client::new("https://pki:8200", None, Zeroizing::new("t".into())).is_err());
+        assert!(Client::new("http://10.0.0.1:8200", None, Zeroizing::new("t".into())).is_err());
+        assert!(Client::new("http://127.0.0.1:8200", None, Zeroizing::new("t".into())).is_ok());
+    }
+}

@@ -526,6 +526,9 @@ async fn apply_against_openbao() {
     }
     let (ok, first) = apply(&b.addr, None, "root", &[]);
     assert!(ok, "{first}");
+    let mounts = profile().mounts.len();
+    assert_eq!(first.matches(": generated").count(), mounts, "{first}");
+    assert_eq!(first.matches(": created").count(), mounts, "{first}");
     let (ok, second) = apply(&b.addr, None, "root", &[]);
     assert!(ok, "{second}");
     assert!(

@@ -26,6 +26,8 @@ pub enum Command {
     Seal(ClientArgs),
     /// Show seal status; exits 2 when sealed, like `vault status`.
     Status(StatusArgs),
+    /// Apply the cluster profile (mounts, CAs, roles, ACL policies, token roles); idempotent.
+    ApplyProfile(ApplyProfileArgs),
 }
 
 /// `server` flags. Flags win over the `--config` file.
@@ -138,4 +140,28 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `apply-profile` flags. Needs a root token (or one allowed to manage mounts,
+/// PKI roles, policies and token roles) in VAULT_TOKEN.
+#[derive(Debug, Args)]
+pub struct ApplyProfileArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The profile directory (profile.toml and acl/*.hcl).
+    #[arg(long, default_value = "policies")]
+    pub dir: PathBuf,
+    /// Cluster name: mounts go under <cluster>/pki/, policies and token roles are <cluster>-<role>.
+    #[arg(long, required_unless_present = "print_matrix")]
+    pub cluster: Option<String>,
+    /// Override a profile variable (NAME=VALUE; repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Validate and print the actions without contacting the server.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Validate and print the authorisation matrix (markdown) without contacting the server.
+    #[arg(long)]
+    pub print_matrix: bool,
 }

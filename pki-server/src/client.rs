@@ -81,6 +81,25 @@ impl Client {
         })
     }
 
+    /// Whether a token was configured (VAULT_TOKEN).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// GET `/v1/{path}` and return the status and the raw body (PEM endpoints).
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        let mut req = self.http.get(format!("{}/v1/{}", self.addr, path));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t.as_str());
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.bytes().await?.to_vec()))
+    }
+
     /// Send a request to `/v1/{path}`.
     pub async fn call(
         &self,

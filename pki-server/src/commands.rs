@@ -1,8 +1,12 @@
-//! The subcommands: `server` and the client commands `init`, `unseal`, `seal`, `status`.
+//! The subcommands: `server` and the client commands `init`, `unseal`, `seal`,
+//! `status` and `apply-profile`.
 
-use crate::cli::{ClientArgs, Format, InitArgs, ServerArgs, StatusArgs, UnsealArgs};
+use crate::cli::{
+    ApplyProfileArgs, ClientArgs, Format, InitArgs, ServerArgs, StatusArgs, UnsealArgs,
+};
 use crate::client::Client;
 use crate::config::ServerConfig;
+use crate::profile::{Profile, Step};
 use anyhow::Context;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -203,4 +207,128 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// `pki-server apply-profile`: one line per action.
+pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
+    let profile = Profile::load(&args.dir)?;
+    if args.print_matrix {
+        print!("{}", profile.matrix_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cluster = args.cluster.as_deref().context("--cluster is required")?;
+    let mut vars = std::collections::BTreeMap::new();
+    for v in &args.vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--var {v:?}: expected NAME=VALUE"))?;
+        vars.insert(k.to_string(), val.to_string());
+    }
+    let steps = profile.plan(cluster, &vars)?;
+    if args.dry_run {
+        for s in &steps {
+            println!("would apply {}", s.describe());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = Client::new(&args.client)?;
+    anyhow::ensure!(
+        c.has_token(),
+        "apply-profile needs a token allowed to manage mounts, roles and policies in VAULT_TOKEN"
+    );
+    let mounts = c.call(Method::GET, "sys/mounts", None).await?.ok()?;
+    for s in &steps {
+        let line = apply_step(&c, &mounts, s)
+            .await
+            .with_context(|| s.describe())?;
+        println!("{}: {line}", s.describe());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn apply_step(c: &Client, mounts: &Value, step: &Step) -> anyhow::Result<&'static str> {
+    match step {
+        Step::Mount {
+            path,
+            description,
+            config,
+        } => {
+            let key = format!("{path}/");
+            let existing = mounts
+                .get("data")
+                .and_then(|d| d.get(&key))
+                .or_else(|| mounts.get(&key));
+            match existing {
+                Some(m) => {
+                    let ty = m["type"].as_str().unwrap_or_default();
+                    anyhow::ensure!(ty == "pki", "{path} is mounted with type {ty:?}, not pki");
+                    let mut body = config.clone();
+                    body["description"] = json!(description);
+                    c.call(Method::POST, &format!("sys/mounts/{path}/tune"), Some(body))
+                        .await?
+                        .ok()?;
+                    Ok("exists, tuned")
+                }
+                None => {
+                    let body = json!({"type": "pki", "description": description, "config": config});
+                    c.call(Method::POST, &format!("sys/mounts/{path}"), Some(body))
+                        .await?
+                        .ok()?;
+                    Ok("created")
+                }
+            }
+        }
+        Step::Ca { mount, body } => {
+            let (status, pem) = c.get_raw(&format!("{mount}/ca/pem")).await?;
+            let has_ca =
+                status == 200 && String::from_utf8_lossy(&pem).contains("BEGIN CERTIFICATE");
+            // 204 (no issuer) is Vault's answer; anything else but a certificate is an error.
+            anyhow::ensure!(
+                has_ca || status == 204 || (status == 200 && pem.is_empty()),
+                "reading {mount}/ca/pem: status {status}"
+            );
+            if has_ca {
+                return Ok("present, kept");
+            }
+            c.call(
+                Method::POST,
+                &format!("{mount}/root/generate/internal"),
+                Some(body.clone()),
+            )
+            .await?
+            .ok()?;
+            Ok("generated")
+        }
+        Step::Role { mount, name, body } => {
+            c.call(
+                Method::POST,
+                &format!("{mount}/roles/{name}"),
+                Some(body.clone()),
+            )
+            .await?
+            .ok()?;
+            Ok("written")
+        }
+        Step::Policy { name, text } => {
+            let path = format!("sys/policies/acl/{name}");
+            let cur = c.call(Method::GET, &path, None).await?;
+            if cur.status == 200 && cur.body["data"]["policy"].as_str() == Some(text.as_str()) {
+                return Ok("unchanged");
+            }
+            c.call(Method::PUT, &path, Some(json!({"policy": text})))
+                .await?
+                .ok()?;
+            Ok("written")
+        }
+        Step::TokenRole { name, body } => {
+            c.call(
+                Method::POST,
+                &format!("auth/token/roles/{name}"),
+                Some(body.clone()),
+            )
+            .await?
+            .ok()?;
+            Ok("written")
+        }
+    }
 }

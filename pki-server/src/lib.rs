@@ -4,7 +4,8 @@
 //! key, the Shamir/KMS unseal and the encrypting [`seal::Barrier`]; [`auth`] holds
 //! tokens; [`api`] is the only HTTP layer; [`server`] listens (TLS via rustls on
 //! ring) and shuts down gracefully; [`tls`] makes the listener CA; [`client`] and
-//! [`commands`] are the `init`/`unseal`/`seal`/`status` subcommands.
+//! [`commands`] are the `init`/`unseal`/`seal`/`status` subcommands;
+//! [`profile`] is the cluster profile that `apply-profile` writes.
 //!
 //! [`pki`] is the CA core, pure logic with no HTTP, JSON or storage: Vault-style
 //! roles and their deny-by-default name checks, key generation and Vault's key
@@ -24,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod mounts;
 pub mod pki;
+pub mod profile;
 pub mod seal;
 pub mod server;
 pub mod state;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             Command::Unseal(a) => pki_server::commands::unseal(a).await,
             Command::Seal(a) => pki_server::commands::seal(a).await,
             Command::Status(a) => pki_server::commands::status(a).await,
+            Command::ApplyProfile(a) => pki_server::commands::apply_profile(a).await,
         }
     });
     match res {

@@ -5,7 +5,6 @@ use pki_server::config::ServerConfig;
 use serde_json::Value;
 
 pub struct Server {
-    pub port: u16,
     pub addr: String,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -46,7 +45,6 @@ impl Server {
             .unwrap();
         // The certificate names localhost and 127.0.0.1: both verify.
         Self {
-            port,
             addr: format!("https://localhost:{port}"),
             client,
             stop: Some(tx),

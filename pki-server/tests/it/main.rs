@@ -11,5 +11,6 @@ mod kms; // KMS auto-unseal against moto: restart unsealed; key disabled stays s
 mod pki; // the PKI engine over the API: issue, sign, refusals, revoke + CRL, tidy
 mod pki_diff; // the PKI paths against pki-server and OpenBao: same statuses and shapes
 mod process; // the real binary: SIGKILL + restart over file storage, TLS, CLI subcommands
+mod profile; // policies/: parses, apply-profile idempotent (pki-server, OpenBao), the authorisation matrix, docs/security.md
 mod storage; // S3 conformance and plaintext scan against moto; concurrent conditional puts
 mod vault_cli; // the vault CLI (bao) runs the README PKI commands unchanged

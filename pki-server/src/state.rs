@@ -34,6 +34,8 @@ pub struct Cache {
     mount_writes: tokio::sync::Mutex<()>,
     /// Per-mount PKI state.
     pub engines: crate::engine::EngineCache,
+    /// Token lookups.
+    pub tokens: crate::auth::token::TokenCache,
 }
 
 /// State for the axum app.

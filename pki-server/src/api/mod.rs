@@ -94,7 +94,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         .token
         .as_deref()
         .ok_or_else(ApiError::permission_denied)?;
-    let entry = crate::auth::token::lookup(barrier.as_ref(), token)
+    let entry = state
+        .cache
+        .tokens
+        .lookup(state.seal.generation(), barrier.as_ref(), token)
         .await?
         .ok_or_else(ApiError::invalid_token)?;
     // Until ACL policies exist, only the root policy is authorised for anything.

@@ -3,7 +3,8 @@
 //! Key `a/b/c` lives at `DIR/a/b/_c` (the `_` keeps values and folders apart, as
 //! Vault's file backend does). Every write is a temp file in the same folder,
 //! fsynced, renamed over the target (or hard-linked for create-if-absent, which
-//! fails atomically if the target exists), then the folder is fsynced; a folder
+//! fails atomically if the target exists; the temp file is an unnamed O_TMPFILE
+//! one where the file system has them), then the folder is fsynced; a folder
 //! created for the write has its own entry fsynced too. Files are 0600 and
 //! folders 0700. A write returns only once all of that is on disk.
 //!
@@ -25,6 +26,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 /// Number of per-key write locks (keys hash onto them).
@@ -258,7 +260,58 @@ fn put_sync(dirs: &DirSyncs, target: &Path, value: &[u8]) -> std::io::Result<()>
     dirs.sync(parent(target))
 }
 
+/// Set once O_TMPFILE or the /proc link turned out not to work here.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+
+/// Create-if-absent through an unnamed file: `open(dir, O_TMPFILE)`, write,
+/// fsync, then `linkat` it into place (fails atomically if the target exists).
+/// Compared with a named temp file this spares the folder two entry changes
+/// (create and unlink of the temp name) under its lock, and leaves nothing
+/// behind after a crash. `None`: not supported here, use a named temp file.
+fn create_unnamed(target: &Path, value: &[u8]) -> std::io::Result<Option<bool>> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+    use rustix::io::Errno;
+    use std::os::fd::AsRawFd;
+    if NO_TMPFILE.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let unsupported = || {
+        NO_TMPFILE.store(true, Ordering::Relaxed);
+        Ok(None)
+    };
+    let fd = match rustix::fs::open(
+        parent(target),
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return unsupported(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut f = File::from(fd);
+    f.write_all(value)?;
+    f.sync_all()?;
+    // Linking an O_TMPFILE file by descriptor needs /proc (AT_EMPTY_PATH needs
+    // CAP_DAC_READ_SEARCH).
+    let by_fd = format!("/proc/self/fd/{}", f.as_raw_fd());
+    match rustix::fs::linkat(CWD, by_fd.as_str(), CWD, target, AtFlags::SYMLINK_FOLLOW) {
+        Ok(()) => Ok(Some(true)),
+        Err(Errno::EXIST) => Ok(Some(false)),
+        Err(Errno::NOENT | Errno::XDEV | Errno::PERM) if !Path::new("/proc/self/fd").is_dir() => {
+            unsupported()
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn create_sync(dirs: &DirSyncs, target: &Path, value: &[u8]) -> std::io::Result<bool> {
+    ensure_dir(parent(target))?;
+    if let Some(created) = create_unnamed(target, value)? {
+        if created {
+            dirs.sync(parent(target))?;
+        }
+        return Ok(created);
+    }
     let tmp = write_temp(target, value)?;
     let res = fs::hard_link(&tmp, target);
     let _ = fs::remove_file(&tmp);
@@ -495,5 +548,19 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["_keyring".to_string()]);
+        // Create-if-absent (the unnamed-file path) also makes 0600 files.
+        assert!(s.put_if("certs/a", b"z", Condition::Absent).await.unwrap());
+        let mode = fs::metadata(dir.path().join("certs/_a"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(s.get("certs/a").await.unwrap().unwrap().value, b"z");
+        let names: Vec<_> = fs::read_dir(dir.path().join("certs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["_a".to_string()]);
     }
 }

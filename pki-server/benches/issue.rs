@@ -31,8 +31,15 @@
 //! `BENCH_RSA_SECS` for RSA key generation [6], `BENCH_CLIENT_THREADS` load
 //! generator threads [number of cores], `BAO_BIN` (else
 //! `$PKI_TEST_VENV/bin/bao`, `tests/.venv/bin/bao`, then `bao` on PATH),
-//! `BENCH_NO_BAO=1` to run pki-server alone, `BENCH_KEEP=1` to keep the
-//! temporary directory (logs, data).
+//! `BENCH_NO_BAO=1` to run pki-server alone, `BENCH_DIR` parent of the
+//! temporary directory [`target/tmp`], `BENCH_KEEP=1` to keep it (logs, data).
+//!
+//! Both servers keep their data in the temporary directory, on the same file
+//! system. Before the servers start the bench times creating small files there
+//! (`fs probe`): on ext4 without a journal, inode allocation skips inodes freed
+//! in the last minutes one by one, so a mass deletion nearby (such as the
+//! previous run's clean-up) makes every file creation slow for a while. A probe
+//! far above ~20 µs per file means the run measures that, not the server.
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::{Value, json};
@@ -737,6 +744,19 @@ fn make_csr() -> Result<String> {
     Ok(p.serialize_request(&key)?.pem()?)
 }
 
+/// Mean µs to create (and write 1 KiB to) a new file next to the data
+/// directories: a measure of the file system's state, not of any server.
+fn fs_probe(dir: &Path) -> Result<f64> {
+    let d = dir.join("fs-probe");
+    std::fs::create_dir(&d)?;
+    let n = 500;
+    let start = Instant::now();
+    for i in 0..n {
+        std::fs::write(d.join(format!("f{i}")), [0u8; 1024])?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(n))
+}
+
 // ----------------------------------------------------------------- CPU use
 
 /// Clock ticks per second for /proc (USER_HZ).
@@ -1197,10 +1217,15 @@ async fn run(s: Settings, dir: &Path, ceiling: Ceiling) -> Result<()> {
 fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = Settings::from_env()?;
+    let parent = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&parent)?;
     let dir = tempfile::Builder::new()
         .prefix("pki-bench-")
-        .tempdir()
+        .tempdir_in(&parent)
         .context("temp dir")?;
+    let probe = fs_probe(dir.path())?;
     println!("## pki-server vs OpenBao: issue and sign\n");
     println!(
         "- date (UTC): {}",
@@ -1221,6 +1246,9 @@ fn main() -> Result<()> {
             b.display()
         );
     }
+    println!(
+        "- fs probe: {probe:.1} µs per file create (500 files of 1 KiB, no fsync, in the data directory's parent)"
+    );
     println!(
         "- cells: {} s measured after {} s warm-up; concurrency {:?}; load generator: this process, {} tokio threads, one reqwest HTTP/1.1 client per task",
         s.secs, s.warmup, s.conc, s.client_threads

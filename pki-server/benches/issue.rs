@@ -31,15 +31,18 @@
 //! `BENCH_RSA_SECS` for RSA key generation [6], `BENCH_CLIENT_THREADS` load
 //! generator threads [number of cores], `BAO_BIN` (else
 //! `$PKI_TEST_VENV/bin/bao`, `tests/.venv/bin/bao`, then `bao` on PATH),
-//! `BENCH_NO_BAO=1` to run pki-server alone, `BENCH_DIR` parent of the
+//! `BENCH_NO_BAO=1` to run pki-server alone, `BENCH_PKI_STORAGE=memory` to
+//! run it without durable storage (diagnosis only), `BENCH_DIR` parent of the
 //! temporary directory [`target/tmp`], `BENCH_KEEP=1` to keep it (logs, data).
 //!
 //! Both servers keep their data in the temporary directory, on the same file
 //! system. Before the servers start the bench times creating small files there
 //! (`fs probe`): on ext4 without a journal, inode allocation skips inodes freed
 //! in the last minutes one by one, so a mass deletion nearby (such as the
-//! previous run's clean-up) makes every file creation slow for a while. A probe
-//! far above ~20 µs per file means the run measures that, not the server.
+//! previous run's clean-up) makes every file creation slow for a while. The
+//! bench marks its parent folder `chattr +T` so each run's folder lands in a
+//! fresh block group; still, a probe far above ~50 µs per file means the run
+//! measures that, not the server.
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::{Value, json};
@@ -612,6 +615,13 @@ impl Server {
     }
 }
 
+/// `--storage` for pki-server: `file:<dir>/data`, or `BENCH_PKI_STORAGE`
+/// (`memory` shows what the rest of the request costs without durable storage;
+/// it is not a fair comparison with OpenBao, which always stores).
+fn storage_arg(data: &Path) -> String {
+    std::env::var("BENCH_PKI_STORAGE").unwrap_or_else(|_| format!("file:{}", data.display()))
+}
+
 async fn start_pki_server(dir: &Path) -> Result<Server> {
     let port = free_port()?;
     let log = dir.join("pki-server.log");
@@ -620,7 +630,7 @@ async fn start_pki_server(dir: &Path) -> Result<Server> {
     let child = clean_command(Path::new(env!("CARGO_BIN_EXE_pki-server")), &log)?
         .args(["server", "--listen", &format!("{HOST}:{port}")])
         .arg("--storage")
-        .arg(format!("file:{}", data.display()))
+        .arg(storage_arg(&data))
         .arg("--tls-dir")
         .arg(&tls)
         .spawn()
@@ -742,6 +752,20 @@ fn make_csr() -> Result<String> {
     let mut p = rcgen::CertificateParams::new(vec![CN.to_string()])?;
     p.distinguished_name.push(rcgen::DnType::CommonName, CN);
     Ok(p.serialize_request(&key)?.pem()?)
+}
+
+/// Ask ext4 to place each run's directory in a fresh block group (the Orlov
+/// allocator spreads the children of a `TOPDIR` folder, `chattr +T`), so the
+/// inodes the previous run freed on clean-up do not slow this run's file
+/// creations (see `fs_probe`). Best effort: other file systems ignore it.
+fn spread_subdirs(dir: &Path) {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    if let Ok(f) = std::fs::File::open(dir)
+        && let Ok(flags) = ioctl_getflags(&f)
+        && !flags.contains(IFlags::TOPDIR)
+    {
+        let _ = ioctl_setflags(&f, flags | IFlags::TOPDIR);
+    }
 }
 
 /// Mean µs to create (and write 1 KiB to) a new file next to the data
@@ -1221,6 +1245,7 @@ fn main() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     std::fs::create_dir_all(&parent)?;
+    spread_subdirs(&parent);
     let dir = tempfile::Builder::new()
         .prefix("pki-bench-")
         .tempdir_in(&parent)
@@ -1235,9 +1260,9 @@ fn main() -> Result<()> {
     );
     println!("- machine: {}", machine_info());
     println!(
-        "- pki-server: {} (release), storage file:{}",
+        "- pki-server: {} (release), storage {}",
         version_of(Path::new(env!("CARGO_BIN_EXE_pki-server")), "--version"),
-        dir.path().join("data").display()
+        storage_arg(&dir.path().join("data"))
     );
     if let Some(b) = &s.bao {
         println!(

@@ -13,8 +13,8 @@
 //! of different keys run in parallel. Their folder fsyncs are group-committed:
 //! a writer waits for one fsync of its folder that *started after* its rename
 //! or link, and the writers that arrive while one fsync runs all share the next
-//! one (see [`DirSync`]). No fsync is skipped or deferred past the return of a
-//! write. One server owns a directory.
+//! one (see [`DirSync`]); they wait without holding a thread. No fsync is
+//! skipped or deferred past the return of a write. One server owns a directory.
 
 use super::{
     Condition, Entry, Result, Storage, StorageError, content_version, validate_key, validate_prefix,
@@ -27,7 +27,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Number of per-key write locks (keys hash onto them).
 const KEY_LOCKS: usize = 64;
@@ -108,81 +108,156 @@ fn parent(p: &Path) -> &Path {
 }
 
 /// The outcome of one folder fsync, shared by every writer that waited for it.
-type Round = OnceLock<std::result::Result<(), (ErrorKind, String)>>;
+type Outcome = std::result::Result<(), (ErrorKind, String)>;
+/// One folder fsync: writers subscribe, the syncing thread publishes the outcome.
+type Round = tokio::sync::watch::Sender<Option<Outcome>>;
+/// How a folder is fsynced (tests inject failures and delays).
+type SyncFn = Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
 
 /// Group commit of one folder's fsyncs.
 ///
-/// A writer calls [`DirSync::sync`] after its rename or link. It joins the
-/// *next* round, one whose fsync has not started, so that fsync covers its
-/// change. If no fsync is running it runs the round itself; otherwise it waits,
-/// and when the running fsync ends one waiter runs the next round for everyone
-/// who joined it. So with N writers in flight there are about N / (writers per
-/// fsync) fsyncs instead of N, and each writer still returns only after an
-/// fsync that began after its change succeeded (or with that fsync's error).
+/// A writer calls [`DirSyncs::join`] on its blocking thread after its rename
+/// or link. It joins the *next* round, one whose fsync has not started, so that
+/// fsync covers its change. If no fsync of the folder is running it runs the
+/// round itself, right there; otherwise it waits for the round's outcome
+/// without holding a thread, and the thread that ends the running fsync starts
+/// the waiting round on the blocking pool (then keeps running rounds while
+/// writers keep joining them). So with N
+/// writers in flight there are about N / (writers per round) fsyncs instead of
+/// N, and each writer still returns only after an fsync that began after its
+/// change succeeded (or with that fsync's error).
 #[derive(Debug, Default)]
 struct DirSync {
     state: Mutex<DirState>,
-    changed: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct DirState {
-    /// An fsync of this folder is running.
+    /// A thread is running this folder's rounds.
     syncing: bool,
     /// The round that has not started yet (the one new writers join).
     next: Option<Arc<Round>>,
-    /// Writers waiting (tests use it to line up rounds).
-    waiting: usize,
     /// fsyncs done.
     syncs: u64,
 }
 
 impl DirSync {
-    /// Wait for an fsync (`run`) that started after this call.
-    fn sync(&self, run: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
-        let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut st = lock();
-        let round = st.next.get_or_insert_with(Default::default).clone();
-        loop {
-            if let Some(res) = round.get() {
-                return res
-                    .clone()
-                    .map_err(|(kind, msg)| std::io::Error::new(kind, msg));
-            }
-            if !st.syncing {
-                // Nobody is syncing and our round is unresolved, so nobody took
-                // it: it is still `next`. Run it for everyone who joined.
-                debug_assert!(st.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, &round)));
-                st.next = None;
-                st.syncing = true;
-                drop(st);
-                let res = run().map_err(|e| (e.kind(), e.to_string()));
-                let _ = round.set(res);
-                st = lock();
-                st.syncing = false;
-                st.syncs += 1;
-                self.changed.notify_all();
+    fn lock(&self) -> std::sync::MutexGuard<'_, DirState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called on a blocking thread right after the change: join the next
+    /// round, and run it here and now if no fsync of the folder is running (no
+    /// hand-off at low concurrency). Otherwise return the round to wait for.
+    fn join(self: &Arc<Self>, dir: &Path, run: &SyncFn) -> Joined {
+        let (mut outcome, lead) = {
+            let mut st = self.lock();
+            let rx = st
+                .next
+                .get_or_insert_with(|| Arc::new(tokio::sync::watch::channel(None).0))
+                .subscribe();
+            let lead = if st.syncing {
+                None
             } else {
-                st.waiting += 1;
-                st = self
-                    .changed
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner);
-                st.waiting -= 1;
+                st.syncing = true;
+                st.next.take()
+            };
+            (rx, lead)
+        };
+        match lead {
+            Some(round) => {
+                let res = run(dir).map_err(|e| (e.kind(), e.to_string()));
+                round.send_replace(Some(res));
+                // Writers that joined meanwhile get a thread of their own.
+                if let Some(next) = self.finish_round() {
+                    self.run_rounds(next, dir, run);
+                }
+                Joined::Done(outcome_of(outcome.borrow_and_update().clone()))
             }
+            None => Joined::Wait(outcome),
+        }
+    }
+
+    /// After a round: count it, and take the next one if writers wait (else
+    /// stop syncing).
+    fn finish_round(&self) -> Option<Arc<Round>> {
+        let mut st = self.lock();
+        st.syncs += 1;
+        let next = st.next.take();
+        st.syncing = next.is_some();
+        next
+    }
+
+    /// Run `first` and the rounds after it on the blocking pool until nobody waits.
+    fn run_rounds(self: &Arc<Self>, first: Arc<Round>, dir: &Path, run: &SyncFn) {
+        let (me, dir, run) = (self.clone(), dir.to_path_buf(), run.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut round = first;
+            loop {
+                let res = run(&dir).map_err(|e| (e.kind(), e.to_string()));
+                round.send_replace(Some(res));
+                match me.finish_round() {
+                    Some(r) => round = r,
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// What [`DirSync::join`] left to do.
+enum Joined {
+    /// This thread ran the fsync: its outcome.
+    Done(std::io::Result<()>),
+    /// An fsync was running: wait for the next round's outcome.
+    Wait(tokio::sync::watch::Receiver<Option<Outcome>>),
+}
+
+impl Joined {
+    async fn wait(self) -> std::io::Result<()> {
+        match self {
+            Joined::Done(r) => r,
+            Joined::Wait(mut rx) => match rx.wait_for(Option::is_some).await {
+                Ok(v) => outcome_of(v.clone()),
+                Err(_) => Err(std::io::Error::other("folder fsync abandoned")),
+            },
         }
     }
 }
 
+fn outcome_of(o: Option<Outcome>) -> std::io::Result<()> {
+    match o {
+        Some(Ok(())) => Ok(()),
+        Some(Err((kind, msg))) => Err(std::io::Error::new(kind, msg)),
+        None => Err(std::io::Error::other("folder fsync did not run")),
+    }
+}
+
 /// One [`DirSync`] per folder.
-#[derive(Debug, Default)]
 struct DirSyncs {
     dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
+    run: SyncFn,
+}
+
+impl Default for DirSyncs {
+    fn default() -> Self {
+        Self {
+            dirs: Mutex::default(),
+            run: Arc::new(sync_dir),
+        }
+    }
+}
+
+impl std::fmt::Debug for DirSyncs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirSyncs").finish_non_exhaustive()
+    }
 }
 
 impl DirSyncs {
-    /// Make the entries changed in `dir` so far durable (group commit).
-    fn sync(&self, dir: &Path) -> std::io::Result<()> {
+    /// On a blocking thread, right after changing an entry in `dir`: start
+    /// making it durable (group commit); `.wait()` on the result.
+    fn join(&self, dir: &Path) -> Joined {
         let ds = self
             .dirs
             .lock()
@@ -190,7 +265,7 @@ impl DirSyncs {
             .entry(dir.to_path_buf())
             .or_default()
             .clone();
-        ds.sync(|| sync_dir(dir))
+        ds.join(dir, &self.run)
     }
 
     #[cfg(test)]
@@ -199,7 +274,7 @@ impl DirSyncs {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|d| d.state.lock().unwrap_or_else(PoisonError::into_inner).syncs)
+            .map(|d| d.lock().syncs)
             .sum()
     }
 }
@@ -251,13 +326,14 @@ fn write_temp(target: &Path, value: &[u8]) -> std::io::Result<PathBuf> {
     Ok(tmp)
 }
 
-fn put_sync(dirs: &DirSyncs, target: &Path, value: &[u8]) -> std::io::Result<()> {
+/// Write `value` over `target` (the caller then syncs the folder).
+fn put_file(target: &Path, value: &[u8]) -> std::io::Result<()> {
     let tmp = write_temp(target, value)?;
     if let Err(e) = fs::rename(&tmp, target) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    dirs.sync(parent(target))
+    Ok(())
 }
 
 /// Set once O_TMPFILE or the /proc link turned out not to work here.
@@ -304,22 +380,18 @@ fn create_unnamed(target: &Path, value: &[u8]) -> std::io::Result<Option<bool>> 
     }
 }
 
-fn create_sync(dirs: &DirSyncs, target: &Path, value: &[u8]) -> std::io::Result<bool> {
+/// Create `target` with `value` unless it exists; `false` if it did (the
+/// caller then syncs the folder if it was created).
+fn create_file(target: &Path, value: &[u8]) -> std::io::Result<bool> {
     ensure_dir(parent(target))?;
     if let Some(created) = create_unnamed(target, value)? {
-        if created {
-            dirs.sync(parent(target))?;
-        }
         return Ok(created);
     }
     let tmp = write_temp(target, value)?;
     let res = fs::hard_link(&tmp, target);
     let _ = fs::remove_file(&tmp);
     match res {
-        Ok(()) => {
-            dirs.sync(parent(target))?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
@@ -340,45 +412,70 @@ impl Storage for FileStorage {
     async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
         validate_key(key)?;
         let path = self.path_of(key);
+        let dir = parent(&path).to_path_buf();
         let value = value.to_vec();
-        let dirs = self.dirs.clone();
         // Hold the key's lock so an unconditional put cannot interleave with a
         // conditional one's compare and rename.
+        let dirs = self.dirs.clone();
         let _g = self.lock_of(key).lock().await;
-        Self::blocking(move || put_sync(&dirs, &path, &value)).await
+        Self::blocking(move || {
+            put_file(&path, &value)?;
+            Ok(dirs.join(&dir))
+        })
+        .await?
+        .wait()
+        .await
+        .map_err(StorageError::from)
     }
 
     async fn put_if(&self, key: &str, value: &[u8], cond: Condition) -> Result<bool> {
         validate_key(key)?;
         let path = self.path_of(key);
+        let dir = parent(&path).to_path_buf();
         let value = value.to_vec();
         let dirs = self.dirs.clone();
         let _g = self.lock_of(key).lock().await;
-        Self::blocking(move || match cond {
-            Condition::Absent => create_sync(&dirs, &path, &value),
-            Condition::Matches(v) => match read_opt(&path)? {
-                Some(cur) if content_version(&cur) == v => {
-                    put_sync(&dirs, &path, &value).map(|_| true)
-                }
-                _ => Ok(false),
-            },
+        let joined = Self::blocking(move || {
+            let written = match cond {
+                Condition::Absent => create_file(&path, &value)?,
+                Condition::Matches(v) => match read_opt(&path)? {
+                    Some(cur) if content_version(&cur) == v => {
+                        put_file(&path, &value)?;
+                        true
+                    }
+                    _ => false,
+                },
+            };
+            Ok(written.then(|| dirs.join(&dir)))
         })
-        .await
+        .await?;
+        match joined {
+            Some(j) => {
+                j.wait().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
         let path = self.path_of(key);
+        let dir = parent(&path).to_path_buf();
         let dirs = self.dirs.clone();
         let _g = self.lock_of(key).lock().await;
-        Self::blocking(move || match fs::remove_file(&path) {
-            Ok(()) => dirs.sync(parent(&path)),
+        let joined = Self::blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(dirs.join(&dir))),
             Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(e),
         })
-        .await
+        .await?;
+        if let Some(j) = joined {
+            j.wait().await?;
+        }
+        Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -434,47 +531,57 @@ mod tests {
         crate::storage::conformance::run(&FileStorage::open(dir.path()).unwrap()).await;
     }
 
-    #[test]
-    fn writers_arriving_during_an_fsync_share_the_next_one() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_arriving_during_an_fsync_share_the_next_one() {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let ds = Arc::new(DirSync::default());
         let calls = Arc::new(AtomicUsize::new(0));
         let (release, gate) = std::sync::mpsc::channel::<()>();
-        let gate = Arc::new(Mutex::new(gate));
+        let gate = Mutex::new(gate);
         // The first fsync blocks until released; the second one fails.
-        let run = {
+        let run: SyncFn = {
             let calls = calls.clone();
-            Arc::new(move || -> std::io::Result<()> {
-                match calls.fetch_add(1, Ordering::SeqCst) {
-                    0 => {
-                        let _ = gate.lock().unwrap().recv();
-                        Ok(())
-                    }
-                    1 => Err(std::io::Error::other("disk gone")),
-                    _ => Ok(()),
+            Arc::new(move |_: &Path| match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    let _ = gate.lock().unwrap().recv();
+                    Ok(())
                 }
+                1 => Err(std::io::Error::other("disk gone")),
+                _ => Ok(()),
             })
         };
-        let state = |ds: &DirSync| {
-            let st = ds.state.lock().unwrap();
-            (st.syncing, st.waiting)
+        let dirs = Arc::new(DirSyncs {
+            dirs: Mutex::default(),
+            run,
+        });
+        let dir = Path::new("/nowhere");
+        let ds = dirs
+            .dirs
+            .lock()
+            .unwrap()
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone();
+        let spawn = || {
+            let dirs = dirs.clone();
+            tokio::spawn(async move {
+                let j = tokio::task::spawn_blocking(move || dirs.join(Path::new("/nowhere")))
+                    .await
+                    .unwrap();
+                j.wait().await
+            })
         };
-        let spawn = |ds: &Arc<DirSync>| {
-            let (ds, run) = (ds.clone(), run.clone());
-            std::thread::spawn(move || ds.sync(|| run()))
-        };
-        let leader = spawn(&ds);
-        while !state(&ds).0 {
-            std::thread::yield_now();
+        let leader = spawn();
+        while !ds.lock().syncing {
+            tokio::task::yield_now().await;
         }
-        let followers: Vec<_> = (0..8).map(|_| spawn(&ds)).collect();
-        while state(&ds).1 < 8 {
-            std::thread::yield_now();
+        let followers: Vec<_> = (0..8).map(|_| spawn()).collect();
+        while ds.lock().next.as_ref().map_or(0, |r| r.receiver_count()) < 8 {
+            tokio::task::yield_now().await;
         }
         release.send(()).unwrap();
-        assert!(leader.join().unwrap().is_ok());
+        assert!(leader.await.unwrap().is_ok());
         for f in followers {
-            let err = f.join().unwrap().unwrap_err();
+            let err = f.await.unwrap().unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "disk gone",
@@ -486,10 +593,11 @@ mod tests {
             2,
             "8 followers shared one fsync"
         );
-        assert_eq!(ds.state.lock().unwrap().syncs, 2);
+        assert_eq!(dirs.total(), 2);
         // A later writer gets a fresh round.
-        assert!(ds.sync(|| run()).is_ok());
+        assert!(spawn().await.unwrap().is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(!ds.lock().syncing);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

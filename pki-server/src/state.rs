@@ -37,6 +37,8 @@ pub struct Cache {
     pub engines: crate::engine::EngineCache,
     /// Enabled audit devices.
     audit: RwLock<Option<(u64, Arc<Vec<crate::audit::Device>>)>>,
+    /// Token lookups.
+    pub tokens: crate::auth::token::TokenCache,
     /// Parsed ACL policies by name.
     policies: RwLock<(u64, std::collections::HashMap<String, Arc<Policy>>)>,
 }

@@ -101,7 +101,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
 
     let token = req.token.clone().ok_or_else(ApiError::permission_denied)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let entry = crate::auth::token::lookup(barrier.as_ref(), &token, now)
+    let entry = state
+        .cache
+        .tokens
+        .lookup(state.seal.generation(), barrier.as_ref(), &token, now)
         .await?
         .ok_or_else(ApiError::invalid_token)?;
     let acl = state.acl(&barrier, &entry.policies).await?;
@@ -131,14 +134,19 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         policies: entry.policies.clone(),
         metadata: entry.meta.clone(),
     };
-    audited(
+    let result = audited(
         state,
         &barrier,
         &req,
         &caller,
         route(state, &barrier, &req, &entry, &token, &acl),
     )
-    .await
+    .await;
+    if req.path.starts_with("auth/token/") {
+        // Create, renew and revoke change token entries: drop the cached ones.
+        state.cache.tokens.clear();
+    }
+    result
 }
 
 /// Write the request entry, run `handler`, write the response entry. With

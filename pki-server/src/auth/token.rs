@@ -293,6 +293,114 @@ pub async fn lookup(
     by_hash(barrier, &h, now).await
 }
 
+/// Most token entries [`TokenCache`] holds before it starts over.
+const CACHE_MAX: usize = 4096;
+
+/// Token lookups cached for one unseal generation: the salt (which never
+/// changes) and the entries of tokens found, keyed by their keyed hash (never
+/// by the token). Every authenticated request looks its token up; uncached
+/// that is two barrier reads and decryptions.
+///
+/// Kept correct under mutation: limited-use tokens are never cached (each use
+/// writes); a hit is re-checked for expiry (an expired entry goes back to
+/// storage, which revokes it); and the API clears the entries after every
+/// `auth/token/*` request (create, renew, revoke change entries).
+#[derive(Default)]
+pub struct TokenCache {
+    inner: std::sync::RwLock<Option<CacheInner>>,
+}
+
+struct CacheInner {
+    generation: u64,
+    /// Bumped by every clear: a lookup that began before a clear must not
+    /// insert what it read (the token may have been revoked meanwhile).
+    epoch: u64,
+    salt: Zeroizing<Vec<u8>>,
+    entries: std::collections::HashMap<String, TokenEntry>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("TokenCache")
+            .field("entries", &g.as_ref().map_or(0, |c| c.entries.len()))
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// [`lookup`], from memory when this unseal `generation` has seen the token.
+    pub async fn lookup(
+        &self,
+        generation: u64,
+        barrier: &dyn Storage,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<TokenEntry>, StorageError> {
+        if token.is_empty() || token.len() > 256 {
+            return Ok(None);
+        }
+        let (cached_salt, epoch) = {
+            let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            let epoch = g.as_ref().map_or(0, |c| c.epoch);
+            let salt = match g.as_ref().filter(|c| c.generation == generation) {
+                Some(c) => {
+                    if let Some(e) = c
+                        .entries
+                        .get(&hash(&c.salt, token))
+                        .filter(|e| !e.expired(now))
+                    {
+                        return Ok(Some(e.clone()));
+                    }
+                    Some(c.salt.clone())
+                }
+                None => None,
+            };
+            (salt, epoch)
+        };
+        let salt = match cached_salt {
+            Some(s) => s,
+            None => salt(barrier).await?,
+        };
+        let h = hash(&salt, token);
+        let entry = by_hash(barrier, &h, now).await?;
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let c = match g.take().filter(|c| c.generation == generation) {
+            Some(c) => g.insert(c),
+            None => g.insert(CacheInner {
+                generation,
+                epoch,
+                salt,
+                entries: Default::default(),
+            }),
+        };
+        match &entry {
+            Some(e) if e.num_uses == 0 && c.epoch == epoch => {
+                if c.entries.len() >= CACHE_MAX {
+                    c.entries.clear();
+                }
+                c.entries.insert(h, e.clone());
+            }
+            _ => {
+                c.entries.remove(&h);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Drop every cached entry (after anything that changes tokens).
+    pub fn clear(&self) {
+        if let Some(c) = self
+            .inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            c.entries.clear();
+        }
+    }
+}
+
 /// Look a token up by accessor.
 pub async fn lookup_accessor(
     barrier: &dyn Storage,
@@ -590,5 +698,35 @@ mod tests {
         assert!(lookup(&s, &t, 1).await.unwrap().is_some());
         assert_eq!(tidy(&s, 10_000).await.unwrap(), 2);
         assert!(lookup(&s, &t, 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn cache_never_serves_a_revoked_expired_or_limited_token() {
+        let s = MemoryStorage::default();
+        let cache = TokenCache::default();
+        let (_, root) = create_root(&s, 0).await.unwrap();
+        let (t, _) = create(&s, child(&root, 100), 0).await.unwrap();
+        assert!(cache.lookup(1, &s, &t, 1).await.unwrap().is_some());
+        assert!(
+            cache.lookup(1, &s, &t, 100).await.unwrap().is_none(),
+            "expiry re-checked on a hit"
+        );
+        let (t2, e2) = create(&s, child(&root, 1000), 0).await.unwrap();
+        assert!(cache.lookup(1, &s, &t2, 1).await.unwrap().is_some());
+        revoke(&s, &e2.hash).await.unwrap();
+        cache.clear();
+        assert!(
+            cache.lookup(1, &s, &t2, 1).await.unwrap().is_none(),
+            "revoked, after clear"
+        );
+        let mut limited = child(&root, 1000);
+        limited.num_uses = 1;
+        let (t3, e3) = create(&s, limited, 0).await.unwrap();
+        assert!(cache.lookup(1, &s, &t3, 1).await.unwrap().is_some());
+        spend_use(&s, &e3).await.unwrap();
+        assert!(
+            cache.lookup(1, &s, &t3, 1).await.unwrap().is_none(),
+            "limited-use tokens are not cached"
+        );
     }
 }

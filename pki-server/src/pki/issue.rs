@@ -983,12 +983,12 @@ fn finish_with_key(
     req: &IssueRequest,
 ) -> Result<Issued> {
     let encoded = key.encode(req.private_key_format, req.format)?;
-    let kp = key.key_pair(0)?;
+    let public_key = key.public_key()?;
     finish(
         plan,
         issuer,
         serial,
-        &kp,
+        &public_key,
         Some((encoded, key.private_key_type())),
     )
 }

@@ -10,6 +10,7 @@ use super::pem;
 use super::serial::SerialNumber;
 use rcgen::{BasicConstraints, IsCa, KeyUsagePurpose};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
@@ -60,7 +61,17 @@ pub struct Issuer {
     path_len: Option<u32>,
     common_name: String,
     subject_key_id: Option<Vec<u8>>,
+    /// rcgen signers by `signature_bits`, made on first use: building one
+    /// parses the CA certificate and loads the key (ring checks the key pair
+    /// with a scalar multiplication), work that would otherwise repeat for
+    /// every certificate this CA signs.
+    signers: Arc<Mutex<SignerCache>>,
 }
+
+/// A ready rcgen signer for this issuer.
+pub(crate) type Signer = rcgen::Issuer<'static, rcgen::KeyPair>;
+/// Signers by `signature_bits`.
+type SignerCache = Vec<(u32, Arc<Signer>)>;
 
 impl fmt::Debug for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,6 +153,7 @@ impl Issuer {
             path_len,
             common_name,
             subject_key_id,
+            signers: Arc::default(),
         })
     }
 
@@ -220,14 +232,26 @@ impl Issuer {
         self.cert.self_signed
     }
 
-    /// An rcgen signer bound to this issuer's subject and key identifier.
-    pub(crate) fn signer(
-        &self,
-        signature_bits: u32,
-    ) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>> {
+    /// An rcgen signer bound to this issuer's subject and key identifier
+    /// (cached per `signature_bits`).
+    pub(crate) fn signer(&self, signature_bits: u32) -> Result<Arc<Signer>> {
+        let cached = |v: &SignerCache| {
+            v.iter()
+                .find(|(b, _)| *b == signature_bits)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(s) = cached(&self.signers.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(s);
+        }
         let kp = self.key.key_pair(signature_bits)?;
         let der = rustls::pki_types::CertificateDer::from(self.cert.der.as_slice());
-        rcgen::Issuer::from_ca_cert_der(&der, kp).map_err(PkiError::crypto)
+        let signer = Arc::new(rcgen::Issuer::from_ca_cert_der(&der, kp).map_err(PkiError::crypto)?);
+        let mut v = self.signers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cached(&v) {
+            return Ok(s);
+        }
+        v.push((signature_bits, signer.clone()));
+        Ok(signer)
     }
 }
 

@@ -186,3 +186,29 @@ fn signature_algorithms_follow_signature_bits() {
     );
     assert!(p384.signature_algorithm(256).is_err());
 }
+
+#[test]
+fn public_key_without_ring_matches_ring() {
+    use rcgen::PublicKeyData as _;
+    for kt in [
+        KeyType::Ec(EcCurve::P256),
+        KeyType::Ec(EcCurve::P384),
+        KeyType::Ed25519,
+    ] {
+        let k = PrivateKey::generate(kt).unwrap();
+        let fast = k.public_key().unwrap();
+        assert_eq!(
+            fast.subject_public_key_info(),
+            k.public_key_spki().unwrap(),
+            "{kt:?}"
+        );
+        assert_eq!(fast.der_bytes(), k.public_key_raw().unwrap().as_slice());
+        // The same after a round trip through SEC1 PEM.
+        let pem = k.encode(PrivateKeyFormat::Der, Format::Pem).unwrap();
+        let back = PrivateKey::from_pem(&pem).unwrap();
+        assert_eq!(
+            back.public_key().unwrap().subject_public_key_info(),
+            k.public_key_spki().unwrap()
+        );
+    }
+}

@@ -352,12 +352,12 @@ fn ceiling(s: &Settings) -> Result<Ceiling> {
     lines.push(verify_sign);
 
     let rsa_line = time_loop(
-        "RSA-2048 key generation (RustCrypto rsa 0.9, release)",
+        "RSA-2048 key generation (RustCrypto rsa 0.10, release)",
         s.rsa_secs,
         8,
         true,
         || {
-            std::hint::black_box(rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?);
+            std::hint::black_box(rsa::PrivateKey::new(&mut getrandom::SysRng, 2048)?);
             Ok(())
         },
     )?;
@@ -367,7 +367,7 @@ fn ceiling(s: &Settings) -> Result<Ceiling> {
     // RSA signing in ring, with a key from the generator above.
     let rsa_key = {
         use rsa::pkcs8::EncodePrivateKey as _;
-        let k = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?;
+        let k = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048)?;
         let der = k.to_pkcs8_der()?;
         ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).map_err(|e| anyhow!("{e}"))?
     };

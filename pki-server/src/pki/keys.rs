@@ -226,7 +226,7 @@ impl PrivateKey {
             KeyType::Rsa(bits) => {
                 use rsa::pkcs8::EncodePrivateKey as _;
                 let usize_bits = usize::try_from(bits.bits()).map_err(PkiError::crypto)?;
-                let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, usize_bits)
+                let key = rsa::PrivateKey::new(&mut getrandom::SysRng, usize_bits)
                     .map_err(PkiError::crypto)?;
                 let doc = key.to_pkcs8_der().map_err(PkiError::crypto)?;
                 Zeroizing::new(doc.as_bytes().to_vec())
@@ -255,7 +255,8 @@ impl PrivateKey {
         let info = PrivateKeyInfo::from_der(der).map_err(|_| bad("not PKCS#8"))?;
         let key_type = match info.algorithm.oid {
             OID_RSA => {
-                let k = rsa::pkcs1::RsaPrivateKey::from_der(info.private_key)
+                use rsa::pkcs1::der::Decode as _;
+                let k = rsa::pkcs1::RsaPrivateKeyRef::from_der(info.private_key)
                     .map_err(|_| bad("malformed RSA key"))?;
                 let bits = u32::try_from(k.modulus.as_bytes().len() * 8).unwrap_or(0);
                 KeyType::from_vault("rsa", bits)?
@@ -291,7 +292,7 @@ impl PrivateKey {
             "RSA PRIVATE KEY" => {
                 use rsa::pkcs1::DecodeRsaPrivateKey as _;
                 use rsa::pkcs8::EncodePrivateKey as _;
-                let key = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                let key = rsa::PrivateKey::from_pkcs1_der(&der)
                     .map_err(|_| PkiError::bad("invalid private key: malformed RSA key"))?;
                 let doc = key.to_pkcs8_der().map_err(PkiError::crypto)?;
                 Self::from_pkcs8_der(doc.as_bytes())

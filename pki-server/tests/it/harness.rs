@@ -404,3 +404,53 @@ pub fn run_compat_script(script: &str) -> Option<Value> {
     assert!(stderr.contains(" 0 failed"), "{stderr}");
     Some(serde_json::from_slice(&out.stdout).expect("a JSON report"))
 }
+
+/// `bao server -dev` (OpenBao) on a loopback port with root token `root`,
+/// killed on drop. None: skipped outside CI when bao is missing.
+pub struct Bao {
+    child: Child,
+    pub addr: String,
+}
+
+impl Bao {
+    pub async fn start() -> Option<Self> {
+        let bao = venv_tool("bao")?;
+        let port = free_port();
+        let home = tempfile::tempdir().unwrap();
+        let mut b = Bao {
+            child: Command::new(bao)
+                .args([
+                    "server",
+                    "-dev",
+                    "-dev-root-token-id=root",
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .env("HOME", home.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            addr: format!("http://127.0.0.1:{port}"),
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/v1/sys/health", b.addr)).send().await
+                && r.status() == 200
+            {
+                return Some(b);
+            }
+            assert!(Instant::now() < deadline, "bao did not come up");
+            assert!(b.child.try_wait().unwrap().is_none(), "bao exited");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,6 +1,7 @@
 //! pki-server integration tests: one binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod acl_diff; // the ACL language against OpenBao: same capabilities-self answers
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
 mod audit; // audit devices: HMAC of secrets, one line per request and response, fail closed
 mod auth; // tokens and ACL policies: enforcement, child tokens, revocation, templates

@@ -478,52 +478,12 @@ async fn apply_twice_against_pki_server_then_the_matrix_holds() {
     assert!(!c.dns.iter().any(|d| d == "worker-2"), "{:?}", c.dns);
 }
 
-/// `bao server -dev` on a loopback port, killed on drop.
-struct Bao {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn apply_against_openbao() {
-    let Some(bao) = venv_tool("bao") else { return };
-    let port = free_port();
-    let home = tempfile::tempdir().unwrap();
-    let mut b = Bao {
-        child: Command::new(bao)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .env("HOME", home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        addr: format!("http://127.0.0.1:{port}"),
+    let Some(b) = crate::harness::Bao::start().await else {
+        return;
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{}/v1/sys/health", b.addr)).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bao did not come up");
-        assert!(b.child.try_wait().unwrap().is_none(), "bao exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let (ok, first) = apply(&b.addr, None, "root", &[]);
     assert!(ok, "{first}");
     let mounts = profile().mounts.len();

@@ -4,14 +4,13 @@
 //! docs/security.md carries the matrix rendered from the profile; and the same
 //! profile applies to OpenBao.
 
-use crate::harness::{ServerProcess, free_port, venv_tool};
+use crate::harness::ServerProcess;
 use pki_server::auth::policy::Policy;
 use pki_server::profile::{NODE_NAME_TEMPLATE, Profile, Usage};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "kubecluster";
 

@@ -59,13 +59,12 @@ async fn handle(State(state): State<AppState>, req: axum::http::Request<Body>) -
 }
 
 async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError> {
-    let req_ref = &req;
     // Unauthenticated, and answered whether sealed or not.
-    match req_ref.path.as_str() {
-        "sys/init" => return sys::init::handle(state, req_ref).await,
-        "sys/seal-status" => return sys::seal::status(state, req_ref).await,
-        "sys/unseal" => return sys::seal::unseal(state, req_ref).await,
-        "sys/health" => return sys::health::health(state, req_ref).await,
+    match req.path.as_str() {
+        "sys/init" => return sys::init::handle(state, &req).await,
+        "sys/seal-status" => return sys::seal::status(state, &req).await,
+        "sys/unseal" => return sys::seal::unseal(state, &req).await,
+        "sys/health" => return sys::health::health(state, &req).await,
         _ => {}
     }
     // Sealing a sealed server is a no-op success (as in Vault and OpenBao): no
@@ -80,23 +79,26 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
     if req.path == "sys/leader" {
         return sys::health::leader(state, &req).await;
     }
-    let is_sys = req.path == "sys" || req.path.starts_with("sys/") || req.path.starts_with("auth/");
+    // The mount table, read once: a path outside sys/ and auth/ goes to a mount.
+    let table = if is_system_path(&req.path) {
+        None
+    } else {
+        Some(state.mounts(&barrier).await?)
+    };
     // PKI fetches that need no token (ca, crl, cert/<serial>).
-    if !is_sys {
-        let table = state.mounts(&barrier).await?;
-        if let Some((m, rest)) = table.route(&req.path)
-            && pki::is_unauthenticated(rest, req.op)
-        {
-            let caller = crate::audit::Caller::default();
-            return audited(
-                state,
-                &barrier,
-                &req,
-                &caller,
-                mount(state, &barrier, m, rest, &req),
-            )
-            .await;
-        }
+    if let Some(t) = &table
+        && let Some((m, rest)) = t.route(&req.path)
+        && pki::is_unauthenticated(rest, req.op)
+    {
+        let caller = crate::audit::Caller::default();
+        return audited(
+            state,
+            &barrier,
+            &req,
+            &caller,
+            mount(state, &barrier, m, rest, &req),
+        )
+        .await;
     }
 
     let token = req.token.clone().ok_or_else(ApiError::permission_denied)?;
@@ -139,7 +141,15 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         &barrier,
         &req,
         &caller,
-        route(state, &barrier, &req, &entry, &token, &acl),
+        route(
+            state,
+            &barrier,
+            table.as_deref(),
+            &req,
+            &entry,
+            &token,
+            &acl,
+        ),
     )
     .await;
     if req.path.starts_with("auth/token/") {
@@ -187,47 +197,48 @@ async fn audited(
     result
 }
 
-/// Route an authenticated, authorised request.
+/// Whether a path is served by the server itself rather than by a mount.
+fn is_system_path(p: &str) -> bool {
+    p == "sys" || p.starts_with("sys/") || p.starts_with("auth/")
+}
+
+/// Route an authenticated, authorised request; `table` is the mount table for
+/// a non-system path (None for sys/ and auth/).
 async fn route(
     state: &AppState,
     barrier: &std::sync::Arc<crate::seal::Barrier>,
+    table: Option<&crate::mounts::MountTable>,
     req: &Request,
     entry: &crate::auth::token::TokenEntry,
     token: &str,
     acl: &crate::auth::policy::Acl,
 ) -> Result<Reply, ApiError> {
-    let barrier = barrier.clone();
-    let is_sys = req.path == "sys" || req.path.starts_with("sys/") || req.path.starts_with("auth/");
     match req.path.as_str() {
         "sys/seal" => sys::seal::seal(state, req).await,
-        "sys/rotate" => sys::rotate::rotate(&barrier, req).await,
-        "sys/key-status" => sys::rotate::key_status(&barrier, req).await,
+        "sys/rotate" => sys::rotate::rotate(barrier, req).await,
+        "sys/key-status" => sys::rotate::key_status(barrier, req).await,
         p if p == "sys/audit" || p.starts_with("sys/audit/") => {
-            sys::audit::handle(state, &barrier, req).await
+            sys::audit::handle(state, barrier, req).await
         }
-        p if p.starts_with("sys/audit-hash/") => sys::audit::hash(&barrier, req).await,
+        p if p.starts_with("sys/audit-hash/") => sys::audit::hash(barrier, req).await,
         "sys/capabilities-self" => sys::policy::capabilities_self(acl, req).await,
         p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
-            sys::mounts::handle(state, &barrier, req).await
+            sys::mounts::handle(state, barrier, req).await
         }
         p if p == "sys/policy"
             || p.starts_with("sys/policy/")
             || p == "sys/policies/acl"
             || p.starts_with("sys/policies/acl/") =>
         {
-            sys::policy::handle(state, &barrier, req).await
+            sys::policy::handle(state, barrier, req).await
         }
         p if p.starts_with("auth/token/") => {
-            auth_token::handle(&barrier, req, entry, token, acl).await
+            auth_token::handle(barrier, req, entry, token, acl).await
         }
-        p if !is_sys => {
-            let table = state.mounts(&barrier).await?;
-            match table.route(p) {
-                Some((m, rest)) => mount(state, &barrier, m, rest, req).await,
-                None => Err(ApiError::unsupported_path(p)),
-            }
-        }
-        p => Err(ApiError::unsupported_path(p)),
+        p => match table.and_then(|t| t.route(p)) {
+            Some((m, rest)) => mount(state, barrier, m, rest, req).await,
+            None => Err(ApiError::unsupported_path(p)),
+        },
     }
 }
 

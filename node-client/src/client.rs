@@ -174,19 +174,50 @@ impl Client {
         }
     }
 
-    /// `POST <mount>/sign/<role>` with a CSR.
+    /// `POST <mount>/sign/<role>` with a CSR and the other request
+    /// parameters (`common_name`, `alt_names`, `ip_sans`, `ttl`, ...).
     pub async fn sign(
         &self,
         mount: &str,
         role: &str,
         csr_pem: &str,
-        ttl: Option<&str>,
+        params: &Value,
     ) -> Result<Issued, ClientError> {
-        let mut body = json!({"csr": csr_pem});
-        if let Some(t) = ttl {
-            body["ttl"] = json!(t);
-        }
+        let mut body = match params {
+            Value::Object(_) => params.clone(),
+            _ => json!({}),
+        };
+        body["csr"] = json!(csr_pem);
         self.issued(&format!("{mount}/sign/{role}"), &body).await
+    }
+
+    /// `LIST <path>`: the `keys` (empty when the server has none: 404).
+    pub async fn list(&self, path: &str) -> Result<Vec<String>, ClientError> {
+        let list =
+            reqwest::Method::from_bytes(b"LIST").map_err(|e| ClientError::Config(e.to_string()))?;
+        match self.call(list, path, None).await {
+            Ok(v) => Ok(v["data"]["keys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()),
+            Err(ClientError::Refused { status: 404, .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET <path>`: the whole answer.
+    pub async fn read(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Use another token from now on (after a login or a token-file change).
+    pub fn set_token(&mut self, token: Zeroizing<String>) {
+        self.token = token;
     }
 
     /// `POST <mount>/issue/<role>` (the server makes the key).

@@ -1,15 +1,25 @@
-//! node-client: the agent on each node. It will fetch exactly the certificates
-//! its role needs from pki-server, write them safely and keep them renewed
-//! (issue #6). Built so far: the pieces with no network in them.
+//! node-client: the agent on each node. It fetches exactly the certificates
+//! its role needs from pki-server (or Vault/OpenBao with the same profile),
+//! writes them safely and keeps them renewed.
 //!
+//! - [`profile`]: what each node role gets (`[[node_certs]]` of
+//!   `policies/profile.toml`, embedded), resolved for one node.
+//! - [`fetch`]: one run: keep what is valid, request the rest (local key +
+//!   CSR), write the whole set, run reload commands.
 //! - [`store`]: a set of files (key, certificate, CA bundle) replaced as one,
 //!   so a reader never sees a new certificate beside an old key, even if the
 //!   writer is killed half-way.
-//! - [`client`]: the Vault calls (sign, issue, renew-self) with retries, and
-//!   local key + CSR generation.
-//! - [`schedule`]: when to renew a certificate, and how long to wait between
-//!   retries.
+//! - [`client`]: the Vault calls with retries, and local key + CSR generation.
+//! - [`inspect`]: reading certificates and keys back.
+//! - [`schedule`]: when to renew, how long to back off.
+//! - [`units`]: the systemd units the provisioner places on nodes.
+//! - [`cli`]: the command line and its exit codes.
 
+pub mod cli;
 pub mod client;
+pub mod fetch;
+pub mod inspect;
+pub mod profile;
 pub mod schedule;
 pub mod store;
+pub mod units;

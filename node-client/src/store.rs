@@ -28,6 +28,8 @@ pub struct FileSpec {
     pub contents: Vec<u8>,
     /// Permission bits (0600 for keys, 0644 for certificates).
     pub mode: u32,
+    /// Owner and group to set (None: the writer's).
+    pub owner: (Option<u32>, Option<u32>),
 }
 
 impl std::fmt::Debug for FileSpec {
@@ -135,6 +137,9 @@ pub fn write_set(dir: &Path, files: &[FileSpec]) -> Result<(), StoreError> {
         // The mode given at open is filtered by the umask: set it exactly.
         fh.set_permissions(fs::Permissions::from_mode(f.mode))
             .map_err(io(&p))?;
+        if f.owner != (None, None) {
+            std::os::unix::fs::fchown(&fh, f.owner.0, f.owner.1).map_err(io(&p))?;
+        }
         fh.sync_all().map_err(io(&p))?;
     }
     fsync_dir(&vdir)?;
@@ -191,6 +196,7 @@ mod tests {
             name: name.into(),
             contents: contents.as_bytes().to_vec(),
             mode,
+            owner: (None, None),
         }
     }
 

@@ -81,6 +81,12 @@ impl Client {
         })
     }
 
+    /// Use `token` instead of VAULT_TOKEN.
+    pub fn with_token(mut self, token: Zeroizing<String>) -> Self {
+        self.token = Some(token);
+        self
+    }
+
     /// Whether a token was configured (VAULT_TOKEN).
     pub fn has_token(&self) -> bool {
         self.token.is_some()

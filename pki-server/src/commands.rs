@@ -236,14 +236,23 @@ pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
         c.has_token(),
         "apply-profile needs a token allowed to manage mounts, roles and policies in VAULT_TOKEN"
     );
-    let mounts = c.call(Method::GET, "sys/mounts", None).await?.ok()?;
-    for s in &steps {
-        let line = apply_step(&c, &mounts, s)
-            .await
-            .with_context(|| s.describe())?;
-        println!("{}: {line}", s.describe());
+    for line in apply_steps(&c, &steps).await? {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Apply planned profile steps in order; one line per step (what it did).
+pub async fn apply_steps(c: &Client, steps: &[Step]) -> anyhow::Result<Vec<String>> {
+    let mounts = c.call(Method::GET, "sys/mounts", None).await?.ok()?;
+    let mut out = Vec::new();
+    for s in steps {
+        let line = apply_step(c, &mounts, s)
+            .await
+            .with_context(|| s.describe())?;
+        out.push(format!("{}: {line}", s.describe()));
+    }
+    Ok(out)
 }
 
 async fn apply_step(c: &Client, mounts: &Value, step: &Step) -> anyhow::Result<&'static str> {

@@ -37,6 +37,21 @@ pub struct Profile {
     pub node_roles: Vec<NodeRole>,
     /// ACL policy text by node-role name (from `acl/<name>.hcl`).
     pub acl: BTreeMap<String, String>,
+    /// What node-client writes per node role (read by node-client; here only
+    /// checked against `node_roles.certificates`).
+    pub node_certs: Vec<NodeCert>,
+}
+
+/// One `[[node_certs]]` entry: the fields this side checks; node-client reads
+/// the rest (file names, request names, kubeconfigs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeCert {
+    /// The node role that fetches it.
+    pub node_role: String,
+    /// `mount/role`.
+    pub cert: String,
+    /// Base name of the files (`<file>.crt`, `<file>.key`).
+    pub file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +61,8 @@ struct ProfileFile {
     vars: BTreeMap<String, String>,
     mounts: Vec<Mount>,
     node_roles: Vec<NodeRole>,
+    #[serde(default)]
+    node_certs: Vec<NodeCert>,
 }
 
 /// A PKI mount `<cluster>/pki/<name>`.
@@ -288,6 +305,7 @@ impl Profile {
             mounts: f.mounts,
             node_roles: f.node_roles,
             acl: acl.clone(),
+            node_certs: f.node_certs,
         };
         p.validate()?;
         Ok(p)
@@ -353,6 +371,53 @@ impl Profile {
             ensure!(
                 self.node_roles.iter().any(|n| &n.name == name),
                 "acl/{name}.hcl belongs to no node role"
+            );
+        }
+        self.validate_node_certs()
+    }
+
+    /// `[[node_certs]]` (when present) lists exactly each node role's
+    /// certificates, once each, with distinct file names per role.
+    fn validate_node_certs(&self) -> anyhow::Result<()> {
+        if self.node_certs.is_empty() {
+            return Ok(());
+        }
+        for c in &self.node_certs {
+            ensure!(
+                self.node_roles.iter().any(|n| n.name == c.node_role),
+                "node_certs: unknown node role {:?}",
+                c.node_role
+            );
+            ensure!(
+                valid_name(&c.file),
+                "node_certs {}/{}: bad file name {:?}",
+                c.node_role,
+                c.cert,
+                c.file
+            );
+        }
+        for n in &self.node_roles {
+            let mine: Vec<&NodeCert> = self
+                .node_certs
+                .iter()
+                .filter(|c| c.node_role == n.name)
+                .collect();
+            let mut certs: Vec<&str> = mine.iter().map(|c| c.cert.as_str()).collect();
+            let mut files: Vec<&str> = mine.iter().map(|c| c.file.as_str()).collect();
+            certs.sort_unstable();
+            files.sort_unstable();
+            files.dedup();
+            let mut want: Vec<&str> = n.certificates.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            ensure!(
+                certs == want,
+                "node_certs for node role {} list {certs:?}, node_roles.certificates say {want:?}",
+                n.name
+            );
+            ensure!(
+                files.len() == mine.len(),
+                "node_certs for node role {}: a file name is used twice",
+                n.name
             );
         }
         Ok(())

@@ -31,5 +31,6 @@ path "{{cluster}}/pki/front-proxy/sign/front-proxy-client" { capabilities = ["up
 # Service-account signing key: issue its own; list the mount's certificates to
 # build the verification bundle (cert/<serial> itself is unauthenticated).
 path "{{cluster}}/pki/service-account/issue/signer" { capabilities = ["update"] }
+path "{{cluster}}/pki/service-account/sign/signer" { capabilities = ["update"] }
 path "{{cluster}}/pki/service-account/certs" { capabilities = ["list"] }
 path "{{cluster}}/pki/service-account/certs/revoked" { capabilities = ["list"] }

@@ -100,7 +100,12 @@ async fn client_waits_for_a_late_and_a_sealed_server_then_signs() {
     .unwrap();
     let started = std::time::Instant::now();
     let issued = client
-        .sign("etcd", "member", &csr_pem, Some("1h"))
+        .sign(
+            "etcd",
+            "member",
+            &csr_pem,
+            &json!({"common_name": "etcd-0.etcd.local", "ttl": "1h"}),
+        )
         .await
         .expect("signed once the server is back and unsealed");
     assert!(
@@ -127,7 +132,10 @@ async fn client_waits_for_a_late_and_a_sealed_server_then_signs() {
     // A refusal is final: no retries, the server's message.
     let (bad, _) = csr("evil.com", &["evil.com".into()], &[]).unwrap();
     let t0 = std::time::Instant::now();
-    match client.sign("etcd", "member", &bad, None).await {
+    match client
+        .sign("etcd", "member", &bad, &json!({"common_name": "evil.com"}))
+        .await
+    {
         Err(ClientError::Refused { status, message }) => {
             assert_eq!(status, 400);
             assert!(

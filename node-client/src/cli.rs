@@ -1,0 +1,464 @@
+//! The command line: `fetch-cert`, `renew [--watch]`, `status`, `files`.
+//!
+//! Exit codes say which step failed: 2 configuration (profile, role, CA file,
+//! token), 3 the server refused (4xx, final), 4 the server stayed unavailable
+//! until the deadline, 5 writing the files, 6 a reload command (the files
+//! were written).
+
+use crate::client::{Client, ClientError};
+use crate::fetch::{self, FetchError, Options};
+use crate::inspect;
+use crate::profile::{DEFAULT_PKI_DIR, Node, Profile, Request};
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Exit code: bad configuration.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code: the server refused.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: the server stayed unavailable.
+pub const EXIT_UNAVAILABLE: u8 = 4;
+/// Exit code: writing the files failed.
+pub const EXIT_WRITE: u8 = 5;
+/// Exit code: a reload command failed.
+pub const EXIT_RELOAD: u8 = 6;
+
+/// The agent on each node: fetches, writes and renews a node role's certificates.
+#[derive(Debug, Parser)]
+#[command(name = "node-client", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetch every certificate the node role needs (idempotent).
+    FetchCert(FetchArgs),
+    /// Renew the certificates that are due; with --watch, keep doing it.
+    Renew(RenewArgs),
+    /// List the certificates in the output directory.
+    Status(StatusArgs),
+    /// Print the files a role writes (for unit templates and checks).
+    Files(FilesArgs),
+}
+
+#[derive(Debug, Args)]
+struct Server {
+    /// pki-server (or Vault/OpenBao) address.
+    #[arg(long, env = "VAULT_ADDR")]
+    addr: String,
+    /// The server's CA certificate (PEM). TLS verification is never skipped.
+    #[arg(long = "ca-cert", env = "VAULT_CACERT")]
+    ca_cert: Option<PathBuf>,
+    /// A file holding the token (else VAULT_TOKEN).
+    #[arg(long = "token-file", env = "NODE_CLIENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Keep retrying an unavailable or sealed server this long (seconds).
+    #[arg(long, default_value_t = 600)]
+    deadline: u64,
+}
+
+#[derive(Debug, Args)]
+struct Identity {
+    /// Node role: etcd, controller, worker (or operator).
+    #[arg(long)]
+    role: String,
+    /// Node name (default: the host name); must be the one the token carries.
+    #[arg(long = "node-name")]
+    node_name: Option<String>,
+    /// Node address for IP SANs (repeat).
+    #[arg(long = "ip")]
+    ips: Vec<IpAddr>,
+    /// Output directory.
+    #[arg(long, default_value = DEFAULT_PKI_DIR)]
+    out: PathBuf,
+    /// Cluster name (mounts are `<cluster>/pki/<mount>`).
+    #[arg(long, env = "KUBE_AWS_PKI_CLUSTER", default_value = "kubecluster")]
+    cluster: String,
+    /// Another profile.toml than the built-in one.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Let the server generate the keys (issue/<role>) instead of sending CSRs.
+    #[arg(long)]
+    issue: bool,
+    /// Requested lifetime (default: the role's).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Renew at this fraction of the lifetime.
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    fraction: f64,
+    /// Do not run reload commands.
+    #[arg(long = "no-reload")]
+    no_reload: bool,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    server: Server,
+    #[command(flatten)]
+    id: Identity,
+    /// Request every certificate even if the ones on disk are good.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    #[command(flatten)]
+    server: Server,
+    #[command(flatten)]
+    id: Identity,
+    /// Keep running: renew each certificate when due, renew the token.
+    #[arg(long)]
+    watch: bool,
+    /// Longest sleep between checks in --watch (seconds).
+    #[arg(long, default_value_t = 300)]
+    interval: u64,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Output directory.
+    #[arg(long, default_value = DEFAULT_PKI_DIR)]
+    out: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct FilesArgs {
+    /// Node role.
+    #[arg(long)]
+    role: String,
+    /// Another profile.toml than the built-in one.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+fn exit_for(e: &FetchError) -> u8 {
+    match e {
+        FetchError::Request {
+            source: ClientError::Refused { .. },
+            ..
+        } => EXIT_REFUSED,
+        FetchError::Request {
+            source: ClientError::Unavailable { .. },
+            ..
+        } => EXIT_UNAVAILABLE,
+        FetchError::Request { .. } => EXIT_CONFIG,
+        FetchError::Write(_) => EXIT_WRITE,
+        FetchError::Local(_) => EXIT_CONFIG,
+    }
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::FetchCert(a) => fetch_cert(a).await,
+        Command::Renew(a) => renew(a).await,
+        Command::Status(a) => status(&a),
+        Command::Files(a) => files(&a),
+    }
+}
+
+fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Profile::parse(&text).map_err(|e| e.to_string())
+        }
+        None => Profile::embedded().map_err(|e| e.to_string()),
+    }
+}
+
+fn read_token(s: &Server) -> Result<Zeroizing<String>, String> {
+    let t = match &s.token_file {
+        Some(p) => Zeroizing::new(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("token file {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => Zeroizing::new(std::env::var("VAULT_TOKEN").unwrap_or_default()),
+    };
+    if t.is_empty() {
+        return Err("no token: give --token-file or VAULT_TOKEN".into());
+    }
+    Ok(t)
+}
+
+fn client(s: &Server) -> Result<Client, String> {
+    let ca = match &s.ca_cert {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("CA file {}: {e}", p.display()))?),
+        None => None,
+    };
+    let mut c = Client::new(&s.addr, ca.as_deref(), read_token(s)?).map_err(|e| e.to_string())?;
+    c.deadline = Duration::from_secs(s.deadline);
+    Ok(c)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+struct Prepared {
+    node: Node,
+    reqs: Vec<Request>,
+    opts: Options,
+}
+
+fn prepare(id: &Identity) -> Result<Prepared, String> {
+    let profile = load_profile(id.profile.as_deref())?;
+    let name = id.node_name.clone().unwrap_or_else(host_name);
+    if name.is_empty() {
+        return Err("no node name: give --node-name".into());
+    }
+    let out = std::path::absolute(&id.out).map_err(|e| format!("{}: {e}", id.out.display()))?;
+    let node = Node {
+        cluster: id.cluster.clone(),
+        name,
+        ips: id.ips.clone(),
+        pki_dir: out.display().to_string(),
+    };
+    let reqs = profile
+        .requests(&id.role, &node)
+        .map_err(|e| e.to_string())?;
+    let mut opts = Options::new(out);
+    opts.issue = id.issue;
+    opts.ttl = id.ttl.clone();
+    opts.fraction = id.fraction;
+    opts.run_reload = !id.no_reload;
+    Ok(Prepared { node, reqs, opts })
+}
+
+fn report(o: &fetch::Outcome, out: &Path) -> ExitCode {
+    for r in &o.reasons {
+        eprintln!("requested {r}");
+    }
+    if o.renewed.is_empty() {
+        println!(
+            "nothing to do: every certificate in {} is valid",
+            out.display()
+        );
+    } else {
+        println!(
+            "wrote {} certificate(s) to {}",
+            o.renewed.len(),
+            out.display()
+        );
+    }
+    if !o.reload_failures.is_empty() {
+        for f in &o.reload_failures {
+            eprintln!("error: reload {f}");
+        }
+        return ExitCode::from(EXIT_RELOAD);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn fetch_cert(a: FetchArgs) -> ExitCode {
+    let p = match prepare(&a.id) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let c = match client(&a.server) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let mut opts = p.opts.clone();
+    opts.force = a.force;
+    match fetch::run(&c, &p.node, &p.reqs, &opts).await {
+        Ok(o) => report(&o, &opts.out),
+        Err(e) => fail(exit_for(&e), e),
+    }
+}
+
+async fn renew(a: RenewArgs) -> ExitCode {
+    let p = match prepare(&a.id) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let mut c = match client(&a.server) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    if !a.watch {
+        return match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
+            Ok(o) => report(&o, &p.opts.out),
+            Err(e) => fail(exit_for(&e), e),
+        };
+    }
+    // Watch: never exit on a failed round; the next one retries.
+    let mut token_due = 0i64;
+    let mut failures = 0u32;
+    loop {
+        // The token file may have been replaced (a fresh login).
+        if a.server.token_file.is_some()
+            && let Ok(t) = read_token(&a.server)
+        {
+            c.set_token(t);
+        }
+        let now = fetch::now();
+        if now >= token_due {
+            token_due = match renew_token(&c).await {
+                Ok(Some(ttl)) => now + (ttl / 2).max(1),
+                Ok(None) => i64::MAX,
+                Err(e) => {
+                    tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
+                    now + 60
+                }
+            };
+        }
+        let wait = match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
+            Ok(o) => {
+                failures = 0;
+                for r in &o.renewed {
+                    tracing::info!(cert = %r, "renewed");
+                }
+                for f in &o.reload_failures {
+                    tracing::warn!(reload = %f, "reload failed");
+                }
+                let next = o.next_renewal.unwrap_or(now + a.interval as i64);
+                (next - fetch::now()).clamp(1, a.interval as i64)
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = crate::schedule::backoff_ms(failures, 5_000, 300_000, 0.5) / 1000;
+                tracing::warn!(error = %e, retry_in_s = wait, "renewal round failed");
+                (wait as i64).max(1)
+            }
+        };
+        let wait = wait.min((token_due - fetch::now()).max(1));
+        tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+    }
+}
+
+/// Renew the token if it expires; the new TTL, or None if it never expires.
+async fn renew_token(c: &Client) -> Result<Option<i64>, ClientError> {
+    let v = c.read("auth/token/lookup-self").await?;
+    let ttl = v["data"]["ttl"].as_i64().unwrap_or(0);
+    if ttl == 0 {
+        return Ok(None);
+    }
+    if v["data"]["renewable"].as_bool() != Some(true) {
+        tracing::warn!(
+            ttl,
+            "the token is not renewable; it must be replaced before it expires"
+        );
+        return Ok(Some(ttl));
+    }
+    let new = c.renew_self().await?;
+    Ok(Some(new as i64))
+}
+
+fn status(a: &StatusArgs) -> ExitCode {
+    let now = fetch::now();
+    let mut rows = Vec::new();
+    let mut names: Vec<String> = match std::fs::read_dir(&a.out) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".crt") && !n.starts_with('.'))
+            .collect(),
+        Err(e) => return fail(EXIT_CONFIG, format!("{}: {e}", a.out.display())),
+    };
+    names.sort();
+    for n in names {
+        let Some(pem) = crate::store::read(&a.out, &n) else {
+            continue;
+        };
+        if let Some(i) = inspect::cert_info(&pem) {
+            rows.push((n, i));
+        }
+    }
+    if a.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(n, i)| {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                v["file"] = serde_json::json!(n);
+                v["remaining_seconds"] = serde_json::json!(i.not_after - now);
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_else(|_| "[]".into())
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<30} {:<34} {:<16} {:<21} {:>10}  SANS",
+        "FILE", "SUBJECT", "ISSUER", "EXPIRES (UTC)", "REMAINING"
+    );
+    for (n, i) in rows {
+        let sans: Vec<String> = i
+            .dns_names
+            .iter()
+            .cloned()
+            .chain(i.ip_addresses.iter().map(|a| a.to_string()))
+            .collect();
+        let expires = time::OffsetDateTime::from_unix_timestamp(i.not_after)
+            .map(|t| {
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<30} {:<34} {:<16} {:<21} {:>10}  {}",
+            n,
+            i.common_name,
+            i.issuer,
+            expires,
+            human(i.not_after - now),
+            sans.join(",")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn human(s: i64) -> String {
+    if s <= 0 {
+        return "EXPIRED".into();
+    }
+    match s {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m{}s", s / 60, s % 60),
+    }
+}
+
+fn files(a: &FilesArgs) -> ExitCode {
+    match load_profile(a.profile.as_deref())
+        .and_then(|p| p.files(&a.role).map_err(|e| e.to_string()))
+    {
+        Ok(f) => {
+            for n in f {
+                println!("{n}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_CONFIG, e),
+    }
+}

@@ -122,14 +122,18 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         let m = std::fs::metadata(p).unwrap();
         let mode = m.permissions().mode() & 0o777;
         let name = p.file_name().unwrap().to_string_lossy();
-        if m.is_dir()
-            || name.ends_with(".key")
+        if name.ends_with(".key")
             || name.ends_with(".json")
             || name == "token"
             || name.ends_with(".conf")
         {
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
         }
+    }
+    // Every folder above the files is private to the owner.
+    for d in ["", "pki", "nodes/etcd-0", "nodes/worker-0", "nodes/operator-0"] {
+        let mode = std::fs::metadata(dir.join(d)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{d}");
     }
     let keys = std::fs::metadata(dir.join("unseal-keys.json")).unwrap();
     assert_eq!(keys.permissions().mode() & 0o777, 0o600);

@@ -121,10 +121,10 @@ fn parse(buf: &[u8]) -> (Vec<Record<'_>>, Option<usize>) {
             let len = u32::from_le_bytes([f[0], f[1], f[2], f[3]]) as usize;
             let sum = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
             let body = r.get(..len)?;
-            (len > 0 && crc(nonce, body) == sum)
-                .then(|| Record::decode(body))
-                .flatten()
-                .map(|rec| (rec, FRAME + len))
+            if len == 0 || crc(nonce, body) != sum {
+                return None;
+            }
+            Record::decode(body).map(|rec| (rec, FRAME + len))
         });
         match record {
             Some((rec, n)) => {
@@ -157,9 +157,10 @@ fn segment_name(id: u64) -> String {
 
 fn segment_id(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("wal-")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// One log file.

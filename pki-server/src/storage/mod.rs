@@ -9,6 +9,7 @@
 mod file;
 mod memory;
 mod s3;
+mod wal;
 
 #[doc(hidden)]
 pub mod conformance;

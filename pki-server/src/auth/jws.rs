@@ -185,8 +185,8 @@ pub fn verify(token: &str, keys: &[PublicKey], allowed: &[String]) -> Result<Ver
         .and_then(Value::as_str)
         .ok_or(JwsError::Malformed("no alg"))?
         .to_string();
-    let permitted = SUPPORTED_ALGS.contains(&alg.as_str())
-        && (allowed.is_empty() || allowed.contains(&alg));
+    let permitted =
+        SUPPORTED_ALGS.contains(&alg.as_str()) && (allowed.is_empty() || allowed.contains(&alg));
     if !permitted {
         return Err(JwsError::Algorithm(alg));
     }
@@ -346,7 +346,10 @@ mod tests {
             "e30.e30.e30",
             "bnVsbA.e30.AA",
         ] {
-            assert!(verify(t, std::slice::from_ref(&k.public), &[]).is_err(), "{t}");
+            assert!(
+                verify(t, std::slice::from_ref(&k.public), &[]).is_err(),
+                "{t}"
+            );
         }
         assert!(PublicKey::from_pem("not pem").is_err());
         assert!(

@@ -33,7 +33,7 @@ fn secs(d: Option<std::time::Duration>) -> Option<u64> {
 }
 
 /// The `auth` block of a token answer.
-fn auth_block(token: &str, e: &TokenEntry, now: i64) -> Value {
+pub(crate) fn auth_block(token: &str, e: &TokenEntry, now: i64) -> Value {
     let token_policies: Vec<&String> = e.policies.iter().collect();
     json!({
         "client_token": token,

@@ -117,6 +117,47 @@ impl From<crate::engine::EngineError> for ApiError {
     }
 }
 
+impl From<crate::auth::methods::MethodError> for ApiError {
+    fn from(e: crate::auth::methods::MethodError) -> Self {
+        if e.is_user_error() {
+            ApiError::bad_request(e.to_string())
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}
+
+/// JWT logins: a bad or out-of-date token is 400; a valid token the role does
+/// not accept is 403 (`permission denied` plus the reason).
+impl From<crate::auth::jwt::JwtError> for ApiError {
+    fn from(e: crate::auth::jwt::JwtError) -> Self {
+        use crate::auth::jwt::JwtError as E;
+        match e {
+            E::Invalid(_) => ApiError::bad_request(e.to_string()),
+            E::Denied(_) => ApiError {
+                status: StatusCode::FORBIDDEN,
+                errors: vec!["permission denied".into(), e.to_string()],
+            },
+        }
+    }
+}
+
+/// AWS logins: a request we would not forward is 400; an identity the role
+/// does not accept (or STS refuses) is 403.
+impl From<crate::auth::aws::AwsError> for ApiError {
+    fn from(e: crate::auth::aws::AwsError) -> Self {
+        use crate::auth::aws::AwsError as E;
+        match e {
+            E::Bad(m) => ApiError::bad_request(m),
+            E::Denied(m) => ApiError {
+                status: StatusCode::FORBIDDEN,
+                errors: vec!["permission denied".into(), m],
+            },
+            E::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         ApiError::internal(e)

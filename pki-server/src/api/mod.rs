@@ -3,8 +3,13 @@
 //! Every request goes through [`handle`]: read the body (size-limited), parse it
 //! into a [`request::Request`], answer the unauthenticated sys paths, refuse
 //! everything else while sealed (503), check the token (403), then route by path
-//! family. Handlers stay thin; the seal, storage and (later) CA code do the work.
+//! family. Handlers stay thin; the seal, storage and CA code do the work.
+//! `auth/<method>/login` needs no token (it is how a token is obtained) but is
+//! audited like every other request.
 
+pub mod auth_aws;
+pub mod auth_jwt;
+pub mod auth_method;
 pub mod auth_token;
 pub mod error;
 pub mod params;
@@ -101,6 +106,26 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         .await;
     }
 
+    // Logins to enabled auth methods (jwt, aws): no token, still audited.
+    let method = if req.path.starts_with("auth/") && !req.path.starts_with("auth/token/") {
+        auth_method::find(&barrier, &req.path).await?
+    } else {
+        None
+    };
+    if let Some((m, rest)) = &method
+        && auth_method::is_login(rest, req.op)
+    {
+        let caller = crate::audit::Caller::default();
+        return audited(
+            state,
+            &barrier,
+            &req,
+            &caller,
+            auth_method::login(&barrier, m, &req),
+        )
+        .await;
+    }
+
     let token = req.token.clone().ok_or_else(ApiError::permission_denied)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let entry = state
@@ -144,7 +169,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         route(
             state,
             &barrier,
-            table.as_deref(),
+            Lookups {
+                table: table.as_deref(),
+                method: method.as_ref(),
+            },
             &req,
             &entry,
             &token,
@@ -202,12 +230,19 @@ fn is_system_path(p: &str) -> bool {
     p == "sys" || p.starts_with("sys/") || p.starts_with("auth/")
 }
 
-/// Route an authenticated, authorised request; `table` is the mount table for
-/// a non-system path (None for sys/ and auth/).
+/// What dispatch looked up for routing: the mount table (for a path outside
+/// sys/ and auth/) and the enabled auth method with the rest of the path (for
+/// an auth/ path other than auth/token/).
+struct Lookups<'a> {
+    table: Option<&'a crate::mounts::MountTable>,
+    method: Option<&'a (crate::auth::methods::AuthMount, String)>,
+}
+
+/// Route an authenticated, authorised request.
 async fn route(
     state: &AppState,
     barrier: &std::sync::Arc<crate::seal::Barrier>,
-    table: Option<&crate::mounts::MountTable>,
+    found: Lookups<'_>,
     req: &Request,
     entry: &crate::auth::token::TokenEntry,
     token: &str,
@@ -225,6 +260,9 @@ async fn route(
         p if p == "sys/mounts" || p.starts_with("sys/mounts/") => {
             sys::mounts::handle(state, barrier, req).await
         }
+        p if p == "sys/auth" || p.starts_with("sys/auth/") => {
+            sys::auth::handle(state, barrier, req).await
+        }
         p if p == "sys/policy"
             || p.starts_with("sys/policy/")
             || p == "sys/policies/acl"
@@ -235,7 +273,11 @@ async fn route(
         p if p.starts_with("auth/token/") => {
             auth_token::handle(barrier, req, entry, token, acl).await
         }
-        p => match table.and_then(|t| t.route(p)) {
+        p if p.starts_with("auth/") => match found.method {
+            Some((m, rest)) => auth_method::handle(barrier, m, rest, req).await,
+            None => Err(ApiError::unsupported_path(p)),
+        },
+        p => match found.table.and_then(|t| t.route(p)) {
             Some((m, rest)) => mount(state, barrier, m, rest, req).await,
             None => Err(ApiError::unsupported_path(p)),
         },

@@ -9,6 +9,7 @@ mod etcd; // real etcd: a 3-member TLS cluster on certificates from the etcd-mem
 mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)
 mod hvac; // hvac against pki-server and OpenBao: same statuses, exceptions and shapes
 mod kms; // KMS auto-unseal against moto: restart unsealed; key disabled stays sealed
+mod login; // auth/jwt and auth/aws (moto) logins: claims and instances pin names; every bad login refused
 mod pki; // the PKI engine over the API: issue, sign, refusals, revoke + CRL, tidy
 mod pki_diff; // the PKI paths against pki-server and OpenBao: same statuses and shapes
 mod process; // the real binary: SIGKILL + restart over file storage, TLS, CLI subcommands

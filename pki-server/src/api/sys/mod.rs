@@ -1,6 +1,7 @@
-//! `/v1/sys/*`: seal lifecycle, health, leader, key rotation.
+//! `/v1/sys/*`: seal lifecycle, health, leader, key rotation, auth methods.
 
 pub mod audit;
+pub mod auth;
 pub mod health;
 pub mod init;
 pub mod mounts;

@@ -93,6 +93,8 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let d = dir.to_str().unwrap();
+    // On a failed assertion, stop whatever the apply started.
+    let _cleanup = Cleanup(dir.clone());
 
     let o = provisioner(&["apply", "--local", d]);
     assert!(o.status.success(), "{}", show(&o));
@@ -169,5 +171,15 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     assert!(!dir.exists(), "files left behind");
     for p in &started {
         assert!(!running(*p), "pid {p} still runs");
+    }
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = provisioner(&["destroy", "--local", self.0.to_str().unwrap_or_default()]);
+        }
     }
 }

@@ -133,7 +133,13 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         }
     }
     // Every folder above the files is private to the owner.
-    for d in ["", "pki", "nodes/etcd-0", "nodes/worker-0", "nodes/operator-0"] {
+    for d in [
+        "",
+        "pki",
+        "nodes/etcd-0",
+        "nodes/worker-0",
+        "nodes/operator-0",
+    ] {
         let mode = std::fs::metadata(dir.join(d)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{d}");
     }

@@ -355,8 +355,16 @@ mod tests {
         let serving = w.iter().find(|r| r.file == "kubelet").unwrap();
         assert_eq!(serving.common_name, "system:node:worker-1");
         assert_eq!(serving.alt_names, ["worker-1"]);
-        assert_eq!(serving.ip_sans, ["10.240.1.5".parse::<IpAddr>().unwrap()]);
+        assert!(serving.ip_sans.is_empty(), "the role cannot pin IPs");
         assert_eq!(serving.mount, "kc/pki/kube-apiserver");
+        let member = p.requests("etcd", &node()).unwrap();
+        assert_eq!(
+            member[0].ip_sans,
+            [
+                "10.240.1.5".parse::<IpAddr>().unwrap(),
+                "127.0.0.1".parse().unwrap()
+            ]
+        );
         let kc = w.iter().find(|r| r.file == "kube-proxy").unwrap();
         assert_eq!(
             kc.kubeconfig.as_ref().unwrap().server,

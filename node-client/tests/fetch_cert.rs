@@ -18,17 +18,17 @@ mod etcd;
 #[path = "../../tests/e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+mod support;
 
 use harness::Server;
-use node_client::inspect::{self, CertInfo};
-use node_client::profile::Profile;
-use serde_json::{Value, json};
+use node_client::inspect;
+use serde_json::json;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::*;
 
 const CLUSTER: &str = "kubecluster";
 
@@ -122,17 +122,7 @@ impl Setup {
             .await;
         assert_eq!(s, 200, "{v}");
         let p = self.dir.path().join(format!("token-{role}-{node}"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p)
-            .unwrap();
-        std::io::Write::write_all(
-            &mut f,
-            v["auth"]["client_token"].as_str().unwrap().as_bytes(),
-        )
-        .unwrap();
+        write_token(&p, v["auth"]["client_token"].as_str().unwrap());
         p
     }
 
@@ -141,83 +131,9 @@ impl Setup {
     }
 }
 
-fn node_client(addr: &str, ca: &Path, token: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_node-client"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("VAULT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("VAULT_ADDR", addr)
-        .env("VAULT_CACERT", ca)
-        .env("NODE_CLIENT_TOKEN_FILE", token)
-        .env_remove("NODE_CLIENT_LOG")
-        .args(args)
-        .stdin(Stdio::null());
-    c
-}
-
-/// Run to completion off the async runtime (the server runs on it).
-async fn output(mut c: Command) -> Output {
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status={:?} stdout={} stderr={}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The visible names in `dir` (not the versioned folder and its link).
-fn visible(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with(".."))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-fn info(dir: &Path, name: &str) -> CertInfo {
-    inspect::cert_info(&std::fs::read(dir.join(name)).unwrap())
-        .unwrap_or_else(|| panic!("{name} does not parse"))
-}
-
-fn ips(v: &[&str]) -> Vec<IpAddr> {
-    v.iter().map(|s| s.parse().unwrap()).collect()
-}
-
-fn args<'a>(role: &'a str, node: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "fetch-cert",
-        "--role",
-        role,
-        "--node-name",
-        node,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    a.extend_from_slice(extra);
-    a
-}
-
 #[tokio::test]
 async fn each_role_writes_exactly_its_files() {
     let s = Setup::new().await;
-    let profile = Profile::embedded().unwrap();
     let root = s.dir.path().join("nodes");
 
     // etcd member etcd-0 on 127.0.0.11.
@@ -225,45 +141,7 @@ async fn each_role_writes_exactly_its_files() {
     let tok = s.token_file("etcd", "etcd-0").await;
     let o = output(s.cmd(&tok, &args("etcd", "etcd-0", &out, &["--ip", "127.0.0.11"]))).await;
     assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(visible(&out), profile.files("etcd").unwrap());
-    let m = info(&out, "etcd-member.crt");
-    assert_eq!(m.common_name, "etcd-0");
-    assert_eq!(m.dns_names, ["etcd-0", "localhost"]);
-    assert_eq!(m.ip_addresses, ips(&["127.0.0.11", "127.0.0.1"]));
-    assert_eq!(m.ext_key_usage, ["serverAuth", "clientAuth"]);
-    assert_eq!(m.issuer, "etcd-ca");
-    let hc = info(&out, "etcd-healthcheck-client.crt");
-    assert_eq!(
-        (hc.common_name.as_str(), hc.ext_key_usage.as_slice()),
-        (
-            "kube-etcd-healthcheck-client",
-            &["clientAuth".to_string()][..]
-        )
-    );
-
-    // Modes: keys and kubeconfigs 0600, the rest 0644; every key matches.
-    let check_modes = |dir: &Path| {
-        for n in visible(dir) {
-            let want = if n.ends_with(".key") || n.ends_with(".conf") {
-                0o600
-            } else {
-                0o644
-            };
-            assert_eq!(mode(&dir.join(&n)), want, "{n}");
-            if let Some(stem) = n.strip_suffix(".crt")
-                && dir.join(format!("{stem}.key")).exists()
-            {
-                assert!(
-                    inspect::key_matches(
-                        &std::fs::read(dir.join(&n)).unwrap(),
-                        &std::fs::read(dir.join(format!("{stem}.key"))).unwrap()
-                    ),
-                    "{n} and its key"
-                );
-            }
-        }
-    };
-    check_modes(&out);
+    assert_etcd(&out, "etcd-0", "127.0.0.11");
 
     // Controller ctl-1 on 10.240.0.10.
     let out = root.join("ctl-1");
@@ -274,102 +152,7 @@ async fn each_role_writes_exactly_its_files() {
     ))
     .await;
     assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(visible(&out), profile.files("controller").unwrap());
-    check_modes(&out);
-    let api = info(&out, "apiserver.crt");
-    assert_eq!(api.common_name, "kube-apiserver");
-    assert_eq!(
-        api.dns_names,
-        [
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "api-server.kubecluster.internal",
-            "ctl-1"
-        ]
-    );
-    assert_eq!(
-        api.ip_addresses,
-        ips(&["10.32.0.1", "10.240.0.10", "127.0.0.1"])
-    );
-    assert_eq!(api.ext_key_usage, ["serverAuth"]);
-    assert_eq!(api.issuer, "kubernetes");
-    let expect = [
-        (
-            "apiserver-etcd-client.crt",
-            "kube-apiserver-etcd-client",
-            "etcd-ca",
-            vec![],
-        ),
-        (
-            "apiserver-kubelet-client.crt",
-            "kube-apiserver-kubelet-client",
-            "kubernetes",
-            vec![],
-        ),
-        (
-            "controller-manager.crt",
-            "system:kube-controller-manager",
-            "kubernetes",
-            vec![],
-        ),
-        (
-            "scheduler.crt",
-            "system:kube-scheduler",
-            "kubernetes",
-            vec![],
-        ),
-        (
-            "kubelet-client.crt",
-            "system:node:ctl-1",
-            "kubernetes",
-            vec!["system:nodes"],
-        ),
-        ("kube-proxy.crt", "system:kube-proxy", "kubernetes", vec![]),
-        (
-            "front-proxy-client.crt",
-            "front-proxy-client",
-            "front-proxy-ca",
-            vec![],
-        ),
-    ];
-    for (file, cn, issuer, org) in expect {
-        let i = info(&out, file);
-        assert_eq!(i.common_name, cn, "{file}");
-        assert_eq!(i.issuer, issuer, "{file}");
-        assert_eq!(i.organization, org, "{file}");
-        assert_eq!(i.ext_key_usage, ["clientAuth"], "{file}");
-        assert!(
-            i.dns_names.is_empty() && i.ip_addresses.is_empty(),
-            "{file}: {i:?}"
-        );
-    }
-    let sa = info(&out, "sa.crt");
-    assert!(sa.ext_key_usage.is_empty(), "a signing key has no EKU");
-    let sa_pub = std::fs::read_to_string(out.join("sa.pub")).unwrap();
-    assert!(sa_pub.contains(&inspect::pem_encode("PUBLIC KEY", &sa.spki)));
-    // The kubeconfigs name the files in place.
-    let kc: Value =
-        serde_json::from_slice(&std::fs::read(out.join("controller-manager.conf")).unwrap())
-            .unwrap();
-    let user = &kc["users"][0]["user"];
-    assert_eq!(
-        user["client-certificate"],
-        out.join("controller-manager.crt").display().to_string()
-    );
-    assert_eq!(
-        kc["clusters"][0]["cluster"]["server"],
-        "https://127.0.0.1:6443"
-    );
-    // Each CA file is its mount's CA.
-    for (ca, cn) in [
-        ("ca.crt", "kubernetes"),
-        ("etcd-ca.crt", "etcd-ca"),
-        ("front-proxy-ca.crt", "front-proxy-ca"),
-    ] {
-        assert_eq!(info(&out, ca).common_name, cn);
-    }
+    let api = assert_controller(&out, "ctl-1", "10.240.0.10");
 
     // Idempotent: a second run writes nothing; --force replaces the set.
     let data = std::fs::read_link(out.join("..data")).unwrap();
@@ -399,8 +182,8 @@ async fn each_role_writes_exactly_its_files() {
     assert_ne!(std::fs::read_link(out.join("..data")).unwrap(), data);
     assert_ne!(info(&out, "apiserver.crt").serial, api.serial);
     // Another signer now exists: the bundle holds both keys.
-    let sa_pub = std::fs::read_to_string(out.join("sa.pub")).unwrap();
-    assert_eq!(sa_pub.matches("BEGIN PUBLIC KEY").count(), 2, "{sa_pub}");
+    let bundle = sa_pub(&out);
+    assert_eq!(bundle.matches("BEGIN PUBLIC KEY").count(), 2, "{bundle}");
 
     // Worker worker-1 on 10.240.1.5.
     let out = root.join("worker-1");
@@ -411,40 +194,11 @@ async fn each_role_writes_exactly_its_files() {
     ))
     .await;
     assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(visible(&out), profile.files("worker").unwrap());
-    check_modes(&out);
-    let serving = info(&out, "kubelet.crt");
-    assert_eq!(serving.common_name, "system:node:worker-1");
-    assert_eq!(serving.dns_names, ["worker-1"]);
-    assert!(serving.ip_addresses.is_empty(), "the role cannot pin IPs");
-    assert_eq!(serving.ext_key_usage, ["serverAuth"]);
-    let kc: Value =
-        serde_json::from_slice(&std::fs::read(out.join("kubelet.conf")).unwrap()).unwrap();
-    assert_eq!(
-        kc["clusters"][0]["cluster"]["server"],
-        "https://api-server.kubecluster.internal:6443"
-    );
+    assert_worker(&out, "worker-1");
 
-    // status --json lists what is there.
+    // status lists what is there.
     let o = output(s.cmd(&tok, &["status", "--json", "--out", out.to_str().unwrap()])).await;
-    assert!(o.status.success(), "{}", show(&o));
-    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let files: Vec<&str> = st
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["file"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        files,
-        [
-            "ca.crt",
-            "kube-proxy.crt",
-            "kubelet-client.crt",
-            "kubelet.crt"
-        ]
-    );
-    assert!(st[3]["remaining_seconds"].as_i64().unwrap() > 3600);
+    assert_worker_status_json(&o);
     let o = output(s.cmd(&tok, &["status", "--out", out.to_str().unwrap()])).await;
     assert!(String::from_utf8_lossy(&o.stdout).contains("system:node:worker-1"));
 
@@ -452,8 +206,7 @@ async fn each_role_writes_exactly_its_files() {
     let out = root.join("worker-1-issue");
     let o = output(s.cmd(&tok, &args("worker", "worker-1", &out, &["--issue"]))).await;
     assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(visible(&out), profile.files("worker").unwrap());
-    check_modes(&out);
+    assert_worker(&out, "worker-1");
 }
 
 #[tokio::test]
@@ -468,17 +221,7 @@ async fn a_worker_is_refused_other_roles_and_other_nodes_and_nothing_is_written(
     ] {
         let out = s.dir.path().join(format!("{role}-{node}"));
         let o = output(s.cmd(&tok, &args(role, node, &out, &[]))).await;
-        assert_eq!(o.status.code(), Some(3), "{role}/{node}: {}", show(&o));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("permission denied") || err.contains("not allowed by this role"),
-            "{role}/{node}: {err}"
-        );
-        assert!(
-            visible(&out).is_empty(),
-            "{role}/{node} wrote {:?}",
-            visible(&out)
-        );
+        assert_refused(&o, &out, &format!("{role}/{node}"));
     }
     // Configuration errors are exit 2 and name the problem.
     let out = s.dir.path().join("x");

@@ -1,5 +1,6 @@
-//! Test harness: the app in-process, the real binary as a child process, and
-//! moto's server for S3/KMS (started here; under CI=true a missing moto fails).
+//! Test harness: the app in-process, the real binary as a child process,
+//! moto's server for S3/KMS and OpenBao (`tests/support/bao.rs`), started
+//! here; under CI=true a missing moto or bao fails.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -13,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
+
+#[path = "../../../tests/support/bao.rs"]
+mod bao;
+pub use bao::{Bao, required, venv_tool};
 
 /// The app over a storage, driven without sockets.
 pub struct TestApp {
@@ -149,37 +154,6 @@ fn wait_port(port: u16, child: &mut Child, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("{what} did not listen on port {port}");
-}
-
-/// Whether missing test tools must fail the run (CI) rather than skip.
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The test venv (tests/.venv, or PKI_TEST_VENV).
-pub fn venv() -> PathBuf {
-    std::env::var_os("PKI_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/.venv"))
-}
-
-/// A tool from the venv, or None (skip) — panics under CI=true.
-pub fn venv_tool(name: &str) -> Option<PathBuf> {
-    let p = venv().join("bin").join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    if required() {
-        panic!(
-            "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} not found; run tests/harness.sh setup",
-        p.display()
-    );
-    None
 }
 
 /// moto's server on a loopback port, killed on drop.
@@ -403,54 +377,4 @@ pub fn run_compat_script(script: &str) -> Option<Value> {
     assert!(out.status.success(), "{script} failed:\n{stderr}");
     assert!(stderr.contains(" 0 failed"), "{stderr}");
     Some(serde_json::from_slice(&out.stdout).expect("a JSON report"))
-}
-
-/// `bao server -dev` (OpenBao) on a loopback port with root token `root`,
-/// killed on drop. None: skipped outside CI when bao is missing.
-pub struct Bao {
-    child: Child,
-    pub addr: String,
-}
-
-impl Bao {
-    pub async fn start() -> Option<Self> {
-        let bao = venv_tool("bao")?;
-        let port = free_port();
-        let home = tempfile::tempdir().unwrap();
-        let mut b = Bao {
-            child: Command::new(bao)
-                .args([
-                    "server",
-                    "-dev",
-                    "-dev-root-token-id=root",
-                    &format!("-dev-listen-address=127.0.0.1:{port}"),
-                ])
-                .env("HOME", home.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            addr: format!("http://127.0.0.1:{port}"),
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{}/v1/sys/health", b.addr)).send().await
-                && r.status() == 200
-            {
-                return Some(b);
-            }
-            assert!(Instant::now() < deadline, "bao did not come up");
-            assert!(b.child.try_wait().unwrap().is_none(), "bao exited");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -9,8 +9,8 @@
 use crate::aws::{Clients, code, err};
 use crate::ignition;
 use crate::model::{
-    AFTER_APPLY, BucketPurpose, Desired, Kind, Known, Resource, Rule, Source, TAG_COMPONENT, TAG_KEY, owner_tag,
-    render_policy, trust_policy,
+    AFTER_APPLY, BucketPurpose, Desired, Kind, Known, Resource, Rule, Source, TAG_COMPONENT,
+    TAG_KEY, owner_tag, render_policy, trust_policy,
 };
 use crate::observe::World;
 use crate::plan::{Action, Change, Plan};
@@ -40,7 +40,12 @@ fn progress(line: &str) {
 
 impl<'a> Executor<'a> {
     /// An executor over what `world` observed.
-    pub fn new(aws: &'a Clients, spec: &'a ClusterSpec, world: &'a World, desired: &[Resource]) -> Self {
+    pub fn new(
+        aws: &'a Clients,
+        spec: &'a ClusterSpec,
+        world: &'a World,
+        desired: &[Resource],
+    ) -> Self {
         Executor {
             aws,
             spec,
@@ -55,14 +60,21 @@ impl<'a> Executor<'a> {
     pub async fn run(&self, plan: &Plan) -> anyhow::Result<()> {
         for c in &plan.changes {
             if let Action::Replace(fields) = &c.action {
-                bail!("{} needs a replace ({}): destroy it first, apply refuses to", c.key, fields.join(", "));
+                bail!(
+                    "{} needs a replace ({}): destroy it first, apply refuses to",
+                    c.key,
+                    fields.join(", ")
+                );
             }
         }
         let mut levels: BTreeMap<(bool, i16), Vec<&Change>> = BTreeMap::new();
         for c in &plan.changes {
             let del = c.action == Action::Delete;
             let level = i16::from(c.kind.level());
-            levels.entry((del, if del { -level } else { level })).or_default().push(c);
+            levels
+                .entry((del, if del { -level } else { level }))
+                .or_default()
+                .push(c);
         }
         for (_, changes) in levels {
             let results = join_all(changes.iter().map(|c| self.one(c))).await;
@@ -74,9 +86,15 @@ impl<'a> Executor<'a> {
                 }
             }
             if !failed.is_empty() {
-                bail!("{} change(s) failed; re-run to resume: {}", failed.len(), failed.join("; "));
+                bail!(
+                    "{} change(s) failed; re-run to resume: {}",
+                    failed.len(),
+                    failed.join("; ")
+                );
             }
-            self.run_rules(&changes).await.context("while setting security group rules")?;
+            self.run_rules(&changes)
+                .await
+                .context("while setting security group rules")?;
         }
         Ok(())
     }
@@ -86,18 +104,24 @@ impl<'a> Executor<'a> {
             Action::Create => {
                 let r = self.resource(&c.key)?;
                 progress(&format!("  creating {}", c.key));
-                self.create(r).await.with_context(|| format!("while creating {}", c.key))?;
+                self.create(r)
+                    .await
+                    .with_context(|| format!("while creating {}", c.key))?;
                 progress(&format!("  created  {}", c.key));
             }
             Action::Update(fields) => {
                 let r = self.resource(&c.key)?;
                 progress(&format!("  updating {} ({})", c.key, fields.join(", ")));
-                self.update(r, fields).await.with_context(|| format!("while updating {}", c.key))?;
+                self.update(r, fields)
+                    .await
+                    .with_context(|| format!("while updating {}", c.key))?;
                 progress(&format!("  updated  {}", c.key));
             }
             Action::Delete => {
                 progress(&format!("  deleting {}", c.key));
-                self.delete(&c.key).await.with_context(|| format!("while deleting {}", c.key))?;
+                self.delete(&c.key)
+                    .await
+                    .with_context(|| format!("while deleting {}", c.key))?;
                 progress(&format!("  deleted  {}", c.key));
             }
             Action::Replace(_) => bail!("replace is refused"),
@@ -106,11 +130,16 @@ impl<'a> Executor<'a> {
     }
 
     fn resource(&self, key: &str) -> anyhow::Result<&Resource> {
-        self.desired.get(key).ok_or_else(|| anyhow!("{key} is not in the desired state"))
+        self.desired
+            .get(key)
+            .ok_or_else(|| anyhow!("{key} is not in the desired state"))
     }
 
     fn attr(&self, key: &str, attr: &str) -> anyhow::Result<String> {
-        let k = self.known.lock().map_err(|_| anyhow!("state lock poisoned"))?;
+        let k = self
+            .known
+            .lock()
+            .map_err(|_| anyhow!("state lock poisoned"))?;
         k.get(key)
             .and_then(|a| a.get(attr))
             .cloned()
@@ -137,7 +166,10 @@ impl<'a> Executor<'a> {
     /// Tags of a resource: Name, owner, component, key, and the spec's extras.
     fn tags(&self, r: &Resource) -> Vec<(String, String)> {
         let mut t = vec![
-            ("Name".to_string(), format!("{}-{}", self.spec.name, r.key.replace('/', "-"))),
+            (
+                "Name".to_string(),
+                format!("{}-{}", self.spec.name, r.key.replace('/', "-")),
+            ),
             (owner_tag(&self.spec.name), "owned".to_string()),
             (TAG_COMPONENT.to_string(), r.component.clone()),
             (TAG_KEY.to_string(), r.key.clone()),
@@ -146,13 +178,20 @@ impl<'a> Executor<'a> {
         t
     }
 
-    fn ec2_tags(&self, r: &Resource, rt: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
+    fn ec2_tags(
+        &self,
+        r: &Resource,
+        rt: aws_sdk_ec2::types::ResourceType,
+    ) -> aws_sdk_ec2::types::TagSpecification {
         let tags = self
             .tags(r)
             .into_iter()
             .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
             .collect();
-        aws_sdk_ec2::types::TagSpecification::builder().resource_type(rt).set_tags(Some(tags)).build()
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(rt)
+            .set_tags(Some(tags))
+            .build()
     }
 
     async fn create(&self, r: &Resource) -> anyhow::Result<()> {
@@ -160,12 +199,34 @@ impl<'a> Executor<'a> {
         let ec2 = &self.aws.ec2;
         match &r.desired {
             Desired::Vpc { cidr } => {
-                let v = ec2.create_vpc().cidr_block(cidr).tag_specifications(self.ec2_tags(r, Rt::Vpc)).send().await.map_err(err)?;
-                let id = v.vpc().and_then(|v| v.vpc_id()).ok_or_else(|| anyhow!("no VPC id"))?.to_string();
+                let v = ec2
+                    .create_vpc()
+                    .cidr_block(cidr)
+                    .tag_specifications(self.ec2_tags(r, Rt::Vpc))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                let id = v
+                    .vpc()
+                    .and_then(|v| v.vpc_id())
+                    .ok_or_else(|| anyhow!("no VPC id"))?
+                    .to_string();
                 self.remember(&r.key, &[("id", id.clone())]);
-                let on = aws_sdk_ec2::types::AttributeBooleanValue::builder().value(true).build();
-                ec2.modify_vpc_attribute().vpc_id(&id).enable_dns_support(on.clone()).send().await.map_err(err)?;
-                ec2.modify_vpc_attribute().vpc_id(&id).enable_dns_hostnames(on).send().await.map_err(err)?;
+                let on = aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(true)
+                    .build();
+                ec2.modify_vpc_attribute()
+                    .vpc_id(&id)
+                    .enable_dns_support(on.clone())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                ec2.modify_vpc_attribute()
+                    .vpc_id(&id)
+                    .enable_dns_hostnames(on)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Desired::Subnet { cidr, az, public } => {
                 let vpc = self.id(crate::model::VPC)?;
@@ -178,21 +239,35 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let id = s.subnet().and_then(|s| s.subnet_id()).ok_or_else(|| anyhow!("no subnet id"))?.to_string();
+                let id = s
+                    .subnet()
+                    .and_then(|s| s.subnet_id())
+                    .ok_or_else(|| anyhow!("no subnet id"))?
+                    .to_string();
                 self.remember(&r.key, &[("id", id.clone())]);
                 if *public {
                     self.subnet_public(&id, true).await?;
                 }
             }
             Desired::InternetGateway => {
-                let g = ec2.create_internet_gateway().tag_specifications(self.ec2_tags(r, Rt::InternetGateway)).send().await.map_err(err)?;
+                let g = ec2
+                    .create_internet_gateway()
+                    .tag_specifications(self.ec2_tags(r, Rt::InternetGateway))
+                    .send()
+                    .await
+                    .map_err(err)?;
                 let id = g
                     .internet_gateway()
                     .and_then(|g| g.internet_gateway_id())
                     .ok_or_else(|| anyhow!("no gateway id"))?
                     .to_string();
                 self.remember(&r.key, &[("id", id.clone())]);
-                ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(self.id(crate::model::VPC)?).send().await.map_err(err)?;
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(id)
+                    .vpc_id(self.id(crate::model::VPC)?)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Desired::ElasticIp => {
                 let a = ec2
@@ -202,7 +277,10 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                self.remember(&r.key, &[("id", a.allocation_id().unwrap_or_default().to_string())]);
+                self.remember(
+                    &r.key,
+                    &[("id", a.allocation_id().unwrap_or_default().to_string())],
+                );
             }
             Desired::NatGateway { subnet, eip } => {
                 let n = ec2
@@ -213,7 +291,11 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let id = n.nat_gateway().and_then(|n| n.nat_gateway_id()).ok_or_else(|| anyhow!("no NAT id"))?.to_string();
+                let id = n
+                    .nat_gateway()
+                    .and_then(|n| n.nat_gateway_id())
+                    .ok_or_else(|| anyhow!("no NAT id"))?
+                    .to_string();
                 self.remember(&r.key, &[("id", id.clone())]);
                 self.wait_nat(&id, "available").await?;
             }
@@ -225,11 +307,20 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let id = t.route_table().and_then(|t| t.route_table_id()).ok_or_else(|| anyhow!("no route table id"))?.to_string();
+                let id = t
+                    .route_table()
+                    .and_then(|t| t.route_table_id())
+                    .ok_or_else(|| anyhow!("no route table id"))?
+                    .to_string();
                 self.remember(&r.key, &[("id", id.clone())]);
                 self.default_route(&id, target, false).await?;
                 for s in subnets {
-                    ec2.associate_route_table().route_table_id(&id).subnet_id(self.id(s)?).send().await.map_err(err)?;
+                    ec2.associate_route_table()
+                        .route_table_id(&id)
+                        .subnet_id(self.id(s)?)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
             }
             Desired::SecurityGroup { name, .. } => {
@@ -242,7 +333,10 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                self.remember(&r.key, &[("id", g.group_id().unwrap_or_default().to_string())]);
+                self.remember(
+                    &r.key,
+                    &[("id", g.group_id().unwrap_or_default().to_string())],
+                );
                 // Rules come after every group of the level exists: see `run_rules`.
             }
             Desired::Bucket { name, purpose } => self.create_bucket(r, name, *purpose).await?,
@@ -250,7 +344,12 @@ impl<'a> Executor<'a> {
                 let tags: Vec<_> = self
                     .tags(r)
                     .into_iter()
-                    .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
+                    .map(|(k, v)| {
+                        aws_sdk_kms::types::Tag::builder()
+                            .tag_key(k)
+                            .tag_value(v)
+                            .build()
+                    })
                     .collect::<Result<_, _>>()?;
                 let k = self
                     .aws
@@ -263,9 +362,28 @@ impl<'a> Executor<'a> {
                     .map_err(err)?;
                 let meta = k.key_metadata().ok_or_else(|| anyhow!("no key metadata"))?;
                 let id = meta.key_id().to_string();
-                self.remember(&r.key, &[("id", id.clone()), ("arn", meta.arn().unwrap_or_default().to_string())]);
-                self.aws.kms.create_alias().alias_name(alias).target_key_id(&id).send().await.map_err(err)?;
-                self.aws.kms.enable_key_rotation().key_id(&id).send().await.map_err(err)?;
+                self.remember(
+                    &r.key,
+                    &[
+                        ("id", id.clone()),
+                        ("arn", meta.arn().unwrap_or_default().to_string()),
+                    ],
+                );
+                self.aws
+                    .kms
+                    .create_alias()
+                    .alias_name(alias)
+                    .target_key_id(&id)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                self.aws
+                    .kms
+                    .enable_key_rotation()
+                    .key_id(&id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Desired::IamRole { name, policy } => {
                 let tags: Vec<_> = self
@@ -283,7 +401,16 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                self.remember(&r.key, &[("id", name.clone()), ("arn", role.role().map(|r| r.arn().to_string()).unwrap_or_default())]);
+                self.remember(
+                    &r.key,
+                    &[
+                        ("id", name.clone()),
+                        (
+                            "arn",
+                            role.role().map(|r| r.arn().to_string()).unwrap_or_default(),
+                        ),
+                    ],
+                );
                 self.put_policy(name, policy).await?;
             }
             Desired::InstanceProfile { name } => {
@@ -292,11 +419,29 @@ impl<'a> Executor<'a> {
                     .into_iter()
                     .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
                     .collect::<Result<_, _>>()?;
-                self.aws.iam.create_instance_profile().instance_profile_name(name).set_tags(Some(tags)).send().await.map_err(err)?;
-                self.aws.iam.add_role_to_instance_profile().instance_profile_name(name).role_name(name).send().await.map_err(err)?;
+                self.aws
+                    .iam
+                    .create_instance_profile()
+                    .instance_profile_name(name)
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                self.aws
+                    .iam
+                    .add_role_to_instance_profile()
+                    .instance_profile_name(name)
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(err)?;
                 self.remember(&r.key, &[("id", name.clone())]);
             }
-            Desired::TargetGroup { name, port, health_path } => {
+            Desired::TargetGroup {
+                name,
+                port,
+                health_path,
+            } => {
                 use aws_sdk_elasticloadbalancingv2::types::ProtocolEnum;
                 let mut req = self
                     .aws
@@ -310,29 +455,51 @@ impl<'a> Executor<'a> {
                     .health_check_port(port.to_string())
                     .set_tags(Some(self.elb_tags(r)?));
                 req = match health_path {
-                    Some(p) => req.health_check_protocol(ProtocolEnum::Https).health_check_path(p),
+                    Some(p) => req
+                        .health_check_protocol(ProtocolEnum::Https)
+                        .health_check_path(p),
                     None => req.health_check_protocol(ProtocolEnum::Tcp),
                 };
                 let out = req.send().await.map_err(err)?;
-                let arn = out.target_groups().first().and_then(|t| t.target_group_arn()).ok_or_else(|| anyhow!("no target group ARN"))?;
+                let arn = out
+                    .target_groups()
+                    .first()
+                    .and_then(|t| t.target_group_arn())
+                    .ok_or_else(|| anyhow!("no target group ARN"))?;
                 self.remember(&r.key, &[("id", arn.to_string()), ("arn", arn.to_string())]);
             }
-            Desired::LoadBalancer { name, internal, subnets } => {
-                use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerTypeEnum};
-                let ids = subnets.iter().map(|s| self.id(s)).collect::<Result<Vec<_>, _>>()?;
+            Desired::LoadBalancer {
+                name,
+                internal,
+                subnets,
+            } => {
+                use aws_sdk_elasticloadbalancingv2::types::{
+                    LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+                };
+                let ids = subnets
+                    .iter()
+                    .map(|s| self.id(s))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let out = self
                     .aws
                     .elb
                     .create_load_balancer()
                     .name(name)
                     .r#type(LoadBalancerTypeEnum::Network)
-                    .scheme(if *internal { LoadBalancerSchemeEnum::Internal } else { LoadBalancerSchemeEnum::InternetFacing })
+                    .scheme(if *internal {
+                        LoadBalancerSchemeEnum::Internal
+                    } else {
+                        LoadBalancerSchemeEnum::InternetFacing
+                    })
                     .set_subnets(Some(ids))
                     .set_tags(Some(self.elb_tags(r)?))
                     .send()
                     .await
                     .map_err(err)?;
-                let lb = out.load_balancers().first().ok_or_else(|| anyhow!("no load balancer returned"))?;
+                let lb = out
+                    .load_balancers()
+                    .first()
+                    .ok_or_else(|| anyhow!("no load balancer returned"))?;
                 let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
                 self.remember(
                     &r.key,
@@ -340,13 +507,23 @@ impl<'a> Executor<'a> {
                         ("id", arn.clone()),
                         ("arn", arn),
                         ("dns", lb.dns_name().unwrap_or_default().to_string()),
-                        ("zone_id", lb.canonical_hosted_zone_id().unwrap_or_default().to_string()),
+                        (
+                            "zone_id",
+                            lb.canonical_hosted_zone_id()
+                                .unwrap_or_default()
+                                .to_string(),
+                        ),
                     ],
                 );
             }
             Desired::Listener { lb, tg, port } => {
-                use aws_sdk_elasticloadbalancingv2::types::{Action as LbAction, ActionTypeEnum, ProtocolEnum};
-                let action = LbAction::builder().r#type(ActionTypeEnum::Forward).target_group_arn(self.id(tg)?).build();
+                use aws_sdk_elasticloadbalancingv2::types::{
+                    Action as LbAction, ActionTypeEnum, ProtocolEnum,
+                };
+                let action = LbAction::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(self.id(tg)?)
+                    .build();
                 let out = self
                     .aws
                     .elb
@@ -358,18 +535,27 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let arn = out.listeners().first().and_then(|l| l.listener_arn()).unwrap_or_default();
+                let arn = out
+                    .listeners()
+                    .first()
+                    .and_then(|l| l.listener_arn())
+                    .unwrap_or_default();
                 self.remember(&r.key, &[("id", arn.to_string())]);
             }
             Desired::HostedZone { name } => {
                 let vpc = aws_sdk_route53::types::Vpc::builder()
                     .vpc_id(self.id(crate::model::VPC)?)
-                    .vpc_region(aws_sdk_route53::types::VpcRegion::from(self.aws.region.as_str()))
+                    .vpc_region(aws_sdk_route53::types::VpcRegion::from(
+                        self.aws.region.as_str(),
+                    ))
                     .build();
                 let reference = format!(
                     "{}-{}",
                     self.spec.name,
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0)
                 );
                 let z = self
                     .aws
@@ -387,7 +573,10 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let id = z.hosted_zone().map(|z| z.id().trim_start_matches("/hostedzone/").to_string()).ok_or_else(|| anyhow!("no zone id"))?;
+                let id = z
+                    .hosted_zone()
+                    .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
+                    .ok_or_else(|| anyhow!("no zone id"))?;
                 self.remember(&r.key, &[("id", id.clone())]);
                 self.tag_zone(r, &id).await?;
             }
@@ -406,12 +595,28 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                let id = out.launch_template().and_then(|l| l.launch_template_id()).unwrap_or_default();
+                let id = out
+                    .launch_template()
+                    .and_then(|l| l.launch_template_id())
+                    .unwrap_or_default();
                 self.remember(&r.key, &[("id", id.to_string())]);
             }
-            Desired::AutoScalingGroup { name, min, max, desired, subnets, target_groups } => {
-                let ids = subnets.iter().map(|s| self.id(s)).collect::<Result<Vec<_>, _>>()?;
-                let tgs = target_groups.iter().map(|t| self.id(t)).collect::<Result<Vec<_>, _>>()?;
+            Desired::AutoScalingGroup {
+                name,
+                min,
+                max,
+                desired,
+                subnets,
+                target_groups,
+            } => {
+                let ids = subnets
+                    .iter()
+                    .map(|s| self.id(s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tgs = target_groups
+                    .iter()
+                    .map(|t| self.id(t))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let tags: Vec<_> = self
                     .tags(r)
                     .into_iter()
@@ -455,7 +660,12 @@ impl<'a> Executor<'a> {
         let tags: Vec<_> = self
             .tags(r)
             .into_iter()
-            .map(|(k, v)| aws_sdk_route53::types::Tag::builder().key(k).value(v).build())
+            .map(|(k, v)| {
+                aws_sdk_route53::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+            })
             .collect();
         self.aws
             .r53
@@ -479,18 +689,30 @@ impl<'a> Executor<'a> {
             .s3
             .put_bucket_tagging()
             .bucket(name)
-            .tagging(aws_sdk_s3::types::Tagging::builder().set_tag_set(Some(tags)).build()?)
+            .tagging(
+                aws_sdk_s3::types::Tagging::builder()
+                    .set_tag_set(Some(tags))
+                    .build()?,
+            )
             .send()
             .await
             .map_err(err)?;
         Ok(())
     }
 
-    fn elb_tags(&self, r: &Resource) -> anyhow::Result<Vec<aws_sdk_elasticloadbalancingv2::types::Tag>> {
+    fn elb_tags(
+        &self,
+        r: &Resource,
+    ) -> anyhow::Result<Vec<aws_sdk_elasticloadbalancingv2::types::Tag>> {
         Ok(self
             .tags(r)
             .into_iter()
-            .map(|(k, v)| aws_sdk_elasticloadbalancingv2::types::Tag::builder().key(k).value(v).build())
+            .map(|(k, v)| {
+                aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+            })
             .collect())
     }
 
@@ -499,7 +721,11 @@ impl<'a> Executor<'a> {
             .ec2
             .modify_subnet_attribute()
             .subnet_id(id)
-            .map_public_ip_on_launch(aws_sdk_ec2::types::AttributeBooleanValue::builder().value(public).build())
+            .map_public_ip_on_launch(
+                aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(public)
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)?;
@@ -510,20 +736,41 @@ impl<'a> Executor<'a> {
         let id = self.id(target)?;
         let ec2 = &self.aws.ec2;
         if replace {
-            let req = ec2.replace_route().route_table_id(table).destination_cidr_block("0.0.0.0/0");
-            let req = if id.starts_with("nat-") { req.nat_gateway_id(id) } else { req.gateway_id(id) };
+            let req = ec2
+                .replace_route()
+                .route_table_id(table)
+                .destination_cidr_block("0.0.0.0/0");
+            let req = if id.starts_with("nat-") {
+                req.nat_gateway_id(id)
+            } else {
+                req.gateway_id(id)
+            };
             match req.send().await {
                 Ok(_) => return Ok(()),
                 Err(e) if code(&e).as_deref() == Some("InvalidRoute.NotFound") => {}
                 Err(e) => return Err(err(e)),
             }
             let id = self.id(target)?;
-            let req = ec2.create_route().route_table_id(table).destination_cidr_block("0.0.0.0/0");
-            let req = if id.starts_with("nat-") { req.nat_gateway_id(id) } else { req.gateway_id(id) };
+            let req = ec2
+                .create_route()
+                .route_table_id(table)
+                .destination_cidr_block("0.0.0.0/0");
+            let req = if id.starts_with("nat-") {
+                req.nat_gateway_id(id)
+            } else {
+                req.gateway_id(id)
+            };
             req.send().await.map_err(err)?;
         } else {
-            let req = ec2.create_route().route_table_id(table).destination_cidr_block("0.0.0.0/0");
-            let req = if id.starts_with("nat-") { req.nat_gateway_id(id) } else { req.gateway_id(id) };
+            let req = ec2
+                .create_route()
+                .route_table_id(table)
+                .destination_cidr_block("0.0.0.0/0");
+            let req = if id.starts_with("nat-") {
+                req.nat_gateway_id(id)
+            } else {
+                req.gateway_id(id)
+            };
             req.send().await.map_err(err)?;
         }
         Ok(())
@@ -535,8 +782,14 @@ impl<'a> Executor<'a> {
             p = p.from_port(rule.from).to_port(rule.to);
         }
         p = match &rule.source {
-            Source::Cidr(c) => p.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(c).build()),
-            Source::Group(k) => p.user_id_group_pairs(aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(self.id(k)?).build()),
+            Source::Cidr(c) => {
+                p.ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip(c).build())
+            }
+            Source::Group(k) => p.user_id_group_pairs(
+                aws_sdk_ec2::types::UserIdGroupPair::builder()
+                    .group_id(self.id(k)?)
+                    .build(),
+            ),
         };
         Ok(p.build())
     }
@@ -549,7 +802,9 @@ impl<'a> Executor<'a> {
                 continue;
             }
             let r = self.resource(&c.key)?;
-            let Desired::SecurityGroup { rules, .. } = &r.desired else { continue };
+            let Desired::SecurityGroup { rules, .. } = &r.desired else {
+                continue;
+            };
             let have: Vec<String> = self
                 .world
                 .by_key
@@ -569,25 +824,49 @@ impl<'a> Executor<'a> {
                 .filter(|h| !want.iter().any(|r| &r.canonical() == *h))
                 .filter_map(|h| Rule::parse(h))
                 .collect();
-            let remove: Vec<_> = extra.iter().map(|r| self.permission(r)).collect::<Result<_, _>>()?;
+            let remove: Vec<_> = extra
+                .iter()
+                .map(|r| self.permission(r))
+                .collect::<Result<_, _>>()?;
             if !remove.is_empty() {
-                self.aws.ec2.revoke_security_group_ingress().group_id(&id).set_ip_permissions(Some(remove)).send().await.map_err(err)?;
+                self.aws
+                    .ec2
+                    .revoke_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(Some(remove))
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             if !add.is_empty() {
-                self.aws.ec2.authorize_security_group_ingress().group_id(&id).set_ip_permissions(Some(add)).send().await.map_err(err)?;
+                self.aws
+                    .ec2
+                    .authorize_security_group_ingress()
+                    .group_id(&id)
+                    .set_ip_permissions(Some(add))
+                    .send()
+                    .await
+                    .map_err(err)?;
                 progress(&format!("  rules    {}", c.key));
             }
         }
         Ok(())
     }
 
-    async fn create_bucket(&self, r: &Resource, name: &str, _purpose: BucketPurpose) -> anyhow::Result<()> {
+    async fn create_bucket(
+        &self,
+        r: &Resource,
+        name: &str,
+        _purpose: BucketPurpose,
+    ) -> anyhow::Result<()> {
         let s3 = &self.aws.s3;
         let mut req = s3.create_bucket().bucket(name);
         if self.aws.region != "us-east-1" {
             req = req.create_bucket_configuration(
                 aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(self.aws.region.as_str()))
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        self.aws.region.as_str(),
+                    ))
                     .build(),
             );
         }
@@ -620,18 +899,28 @@ impl<'a> Executor<'a> {
             .map_err(err)?;
         s3.put_bucket_versioning()
             .bucket(name)
-            .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)?;
         let rule = ServerSideEncryptionRule::builder()
             .apply_server_side_encryption_by_default(
-                ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build()?,
+                ServerSideEncryptionByDefault::builder()
+                    .sse_algorithm(ServerSideEncryption::Aes256)
+                    .build()?,
             )
             .build();
         s3.put_bucket_encryption()
             .bucket(name)
-            .server_side_encryption_configuration(ServerSideEncryptionConfiguration::builder().rules(rule).build()?)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()?,
+            )
             .send()
             .await
             .map_err(err)?;
@@ -662,8 +951,15 @@ impl<'a> Executor<'a> {
             .hosted_zone_id(self.attr(lb, "zone_id")?)
             .evaluate_target_health(false)
             .build()?;
-        let set = ResourceRecordSet::builder().name(name).r#type(RrType::A).alias_target(alias).build()?;
-        let change = aws_sdk_route53::types::Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build()?;
+        let set = ResourceRecordSet::builder()
+            .name(name)
+            .r#type(RrType::A)
+            .alias_target(alias)
+            .build()?;
+        let change = aws_sdk_route53::types::Change::builder()
+            .action(ChangeAction::Upsert)
+            .resource_record_set(set)
+            .build()?;
         self.aws
             .r53
             .change_resource_record_sets()
@@ -675,9 +971,20 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn lt_data(&self, r: &Resource) -> anyhow::Result<aws_sdk_ec2::types::RequestLaunchTemplateData> {
+    fn lt_data(
+        &self,
+        r: &Resource,
+    ) -> anyhow::Result<aws_sdk_ec2::types::RequestLaunchTemplateData> {
         use aws_sdk_ec2::types::*;
-        let Desired::LaunchTemplate { name, role, image, instance_type, volume_gb, user_data } = &r.desired else {
+        let Desired::LaunchTemplate {
+            name,
+            role,
+            image,
+            instance_type,
+            volume_gb,
+            user_data,
+        } = &r.desired
+        else {
             bail!("{} is not a launch template", r.key);
         };
         let sg = self.id(&format!("sg/{}", role.name()))?;
@@ -690,7 +997,11 @@ impl<'a> Executor<'a> {
         Ok(RequestLaunchTemplateData::builder()
             .image_id(image)
             .instance_type(InstanceType::from(instance_type.as_str()))
-            .iam_instance_profile(LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name(name).build())
+            .iam_instance_profile(
+                LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                    .name(name)
+                    .build(),
+            )
             .security_group_ids(sg)
             .metadata_options(
                 LaunchTemplateInstanceMetadataOptionsRequest::builder()
@@ -721,7 +1032,9 @@ impl<'a> Executor<'a> {
     async fn update(&self, r: &Resource, fields: &[String]) -> anyhow::Result<()> {
         let has = |f: &str| fields.iter().any(|x| x == f);
         match &r.desired {
-            Desired::Subnet { public, .. } => self.subnet_public(&self.id(&r.key)?, *public).await?,
+            Desired::Subnet { public, .. } => {
+                self.subnet_public(&self.id(&r.key)?, *public).await?
+            }
             Desired::InternetGateway => {
                 self.aws
                     .ec2
@@ -746,16 +1059,39 @@ impl<'a> Executor<'a> {
                         .and_then(|v| serde_json::from_value(v.clone()).ok())
                         .unwrap_or_default();
                     for s in subnets.iter().filter(|s| !have.contains(s)) {
-                        self.aws.ec2.associate_route_table().route_table_id(&id).subnet_id(self.id(s)?).send().await.map_err(err)?;
+                        self.aws
+                            .ec2
+                            .associate_route_table()
+                            .route_table_id(&id)
+                            .subnet_id(self.id(s)?)
+                            .send()
+                            .await
+                            .map_err(err)?;
                     }
                 }
             }
             Desired::SecurityGroup { .. } => {} // `run_rules`
             Desired::Vpc { .. } => {
                 let id = self.id(&r.key)?;
-                let on = aws_sdk_ec2::types::AttributeBooleanValue::builder().value(true).build();
-                self.aws.ec2.modify_vpc_attribute().vpc_id(&id).enable_dns_support(on.clone()).send().await.map_err(err)?;
-                self.aws.ec2.modify_vpc_attribute().vpc_id(&id).enable_dns_hostnames(on).send().await.map_err(err)?;
+                let on = aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                    .value(true)
+                    .build();
+                self.aws
+                    .ec2
+                    .modify_vpc_attribute()
+                    .vpc_id(&id)
+                    .enable_dns_support(on.clone())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                self.aws
+                    .ec2
+                    .modify_vpc_attribute()
+                    .vpc_id(&id)
+                    .enable_dns_hostnames(on)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Desired::HostedZone { .. } => self.tag_zone(r, &self.id(&r.key)?).await?,
             Desired::Bucket { name, .. } => {
@@ -769,13 +1105,32 @@ impl<'a> Executor<'a> {
             Desired::KmsKey { alias } => {
                 let id = self.id(&r.key)?;
                 if has("enabled") {
-                    self.aws.kms.enable_key().key_id(&id).send().await.map_err(err)?;
+                    self.aws
+                        .kms
+                        .enable_key()
+                        .key_id(&id)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
                 if has("alias") {
-                    self.aws.kms.create_alias().alias_name(alias).target_key_id(&id).send().await.map_err(err)?;
+                    self.aws
+                        .kms
+                        .create_alias()
+                        .alias_name(alias)
+                        .target_key_id(&id)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
                 if has("rotation") {
-                    self.aws.kms.enable_key_rotation().key_id(&id).send().await.map_err(err)?;
+                    self.aws
+                        .kms
+                        .enable_key_rotation()
+                        .key_id(&id)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
             }
             Desired::IamRole { name, policy } => {
@@ -794,7 +1149,14 @@ impl<'a> Executor<'a> {
                 }
             }
             Desired::InstanceProfile { name } => {
-                self.aws.iam.add_role_to_instance_profile().instance_profile_name(name).role_name(name).send().await.map_err(err)?;
+                self.aws
+                    .iam
+                    .add_role_to_instance_profile()
+                    .instance_profile_name(name)
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Desired::Record { name, lb } => self.upsert_record(name, lb).await?,
             Desired::LaunchTemplate { .. } => {
@@ -812,11 +1174,29 @@ impl<'a> Executor<'a> {
                     .launch_template_version()
                     .and_then(|v| v.version_number())
                     .ok_or_else(|| anyhow!("no version number"))?;
-                self.aws.ec2.modify_launch_template().launch_template_id(&id).default_version(v.to_string()).send().await.map_err(err)?;
+                self.aws
+                    .ec2
+                    .modify_launch_template()
+                    .launch_template_id(&id)
+                    .default_version(v.to_string())
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
-            Desired::AutoScalingGroup { name, min, max, desired, subnets, target_groups } => {
+            Desired::AutoScalingGroup {
+                name,
+                min,
+                max,
+                desired,
+                subnets,
+                target_groups,
+            } => {
                 if has("min") || has("max") || has("desired") || has("subnets") {
-                    let mut req = self.aws.asg.update_auto_scaling_group().auto_scaling_group_name(name);
+                    let mut req = self
+                        .aws
+                        .asg
+                        .update_auto_scaling_group()
+                        .auto_scaling_group_name(name);
                     if has("min") {
                         req = req.min_size(*min);
                     }
@@ -827,13 +1207,19 @@ impl<'a> Executor<'a> {
                         req = req.desired_capacity(*desired);
                     }
                     if has("subnets") {
-                        let ids = subnets.iter().map(|s| self.id(s)).collect::<Result<Vec<_>, _>>()?;
+                        let ids = subnets
+                            .iter()
+                            .map(|s| self.id(s))
+                            .collect::<Result<Vec<_>, _>>()?;
                         req = req.vpc_zone_identifier(ids.join(","));
                     }
                     req.send().await.map_err(err)?;
                 }
                 if has("target_groups") && !target_groups.is_empty() {
-                    let tgs = target_groups.iter().map(|t| self.id(t)).collect::<Result<Vec<_>, _>>()?;
+                    let tgs = target_groups
+                        .iter()
+                        .map(|t| self.id(t))
+                        .collect::<Result<Vec<_>, _>>()?;
                     self.aws
                         .asg
                         .attach_load_balancer_target_groups()
@@ -852,8 +1238,20 @@ impl<'a> Executor<'a> {
     async fn wait_nat(&self, id: &str, state: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + self.patience;
         loop {
-            let out = self.aws.ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.map_err(err)?;
-            let now = out.nat_gateways().first().and_then(|n| n.state()).map(|s| s.as_str().to_string()).unwrap_or_else(|| "deleted".into());
+            let out = self
+                .aws
+                .ec2
+                .describe_nat_gateways()
+                .nat_gateway_ids(id)
+                .send()
+                .await
+                .map_err(err)?;
+            let now = out
+                .nat_gateways()
+                .first()
+                .and_then(|n| n.state())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|| "deleted".into());
             if now == state {
                 return Ok(());
             }
@@ -861,14 +1259,21 @@ impl<'a> Executor<'a> {
                 bail!("NAT gateway {id} failed");
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("NAT gateway {id} is {now}, not {state}, after {:?}", self.patience);
+                bail!(
+                    "NAT gateway {id} is {now}, not {state}, after {:?}",
+                    self.patience
+                );
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        let o = self.world.by_key.get(key).ok_or_else(|| anyhow!("{key} was not observed"))?;
+        let o = self
+            .world
+            .by_key
+            .get(key)
+            .ok_or_else(|| anyhow!("{key} was not observed"))?;
         if !o.owned {
             bail!("{key} is not owned by this cluster; not deleting it");
         }
@@ -880,13 +1285,22 @@ impl<'a> Executor<'a> {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let text = format!("{e:#}");
-                    let retry = ["DependencyViolation", "ResourceInUse", "in use", "DeleteConflict", "has a dependent object", "ScalingActivityInProgress"]
-                        .iter()
-                        .any(|s| text.contains(s));
+                    let retry = [
+                        "DependencyViolation",
+                        "ResourceInUse",
+                        "in use",
+                        "DeleteConflict",
+                        "has a dependent object",
+                        "ScalingActivityInProgress",
+                    ]
+                    .iter()
+                    .any(|s| text.contains(s));
                     if !retry || tokio::time::Instant::now() > deadline {
                         return Err(e);
                     }
-                    progress(&format!("  waiting  {key}: still in use, retrying in {pause:?}"));
+                    progress(&format!(
+                        "  waiting  {key}: still in use, retrying in {pause:?}"
+                    ));
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(15));
                 }
@@ -900,22 +1314,47 @@ impl<'a> Executor<'a> {
         let attr = |a: &str| o.and_then(|o| o.attrs.get(a)).cloned().unwrap_or_default();
         match kind {
             Kind::AutoScalingGroup => {
-                match self.aws.asg.delete_auto_scaling_group().auto_scaling_group_name(id).force_delete(true).send().await {
+                match self
+                    .aws
+                    .asg
+                    .delete_auto_scaling_group()
+                    .auto_scaling_group_name(id)
+                    .force_delete(true)
+                    .send()
+                    .await
+                {
                     Ok(_) => {}
-                    Err(e) if format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)).contains("not found") => {}
+                    Err(e)
+                        if format!(
+                            "{}",
+                            aws_smithy_types::error::display::DisplayErrorContext(&e)
+                        )
+                        .contains("not found") => {}
                     Err(e) => return Err(err(e)),
                 }
                 let deadline = tokio::time::Instant::now() + self.patience;
                 loop {
-                    let g = self.aws.asg.describe_auto_scaling_groups().auto_scaling_group_names(id).send().await.map_err(err)?;
-                    if g.auto_scaling_groups().is_empty() || tokio::time::Instant::now() > deadline {
+                    let g = self
+                        .aws
+                        .asg
+                        .describe_auto_scaling_groups()
+                        .auto_scaling_group_names(id)
+                        .send()
+                        .await
+                        .map_err(err)?;
+                    if g.auto_scaling_groups().is_empty() || tokio::time::Instant::now() > deadline
+                    {
                         break;
                     }
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
             Kind::LaunchTemplate => {
-                ec2.delete_launch_template().launch_template_id(id).send().await.map_err(err)?;
+                ec2.delete_launch_template()
+                    .launch_template_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::Record => {
                 use aws_sdk_route53::types::*;
@@ -924,8 +1363,15 @@ impl<'a> Executor<'a> {
                     .hosted_zone_id(attr("alias_zone"))
                     .evaluate_target_health(false)
                     .build()?;
-                let set = ResourceRecordSet::builder().name(id).r#type(RrType::A).alias_target(alias).build()?;
-                let change = aws_sdk_route53::types::Change::builder().action(ChangeAction::Delete).resource_record_set(set).build()?;
+                let set = ResourceRecordSet::builder()
+                    .name(id)
+                    .r#type(RrType::A)
+                    .alias_target(alias)
+                    .build()?;
+                let change = aws_sdk_route53::types::Change::builder()
+                    .action(ChangeAction::Delete)
+                    .resource_record_set(set)
+                    .build()?;
                 self.aws
                     .r53
                     .change_resource_record_sets()
@@ -936,26 +1382,60 @@ impl<'a> Executor<'a> {
                     .map_err(err)?;
             }
             Kind::Listener => {
-                self.aws.elb.delete_listener().listener_arn(id).send().await.map_err(err)?;
+                self.aws
+                    .elb
+                    .delete_listener()
+                    .listener_arn(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::RouteTable => {
                 for a in attr("associations").split(',').filter(|a| !a.is_empty()) {
-                    match ec2.disassociate_route_table().association_id(a).send().await {
+                    match ec2
+                        .disassociate_route_table()
+                        .association_id(a)
+                        .send()
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if code(&e).is_some_and(|c| c.contains("NotFound")) => {}
                         Err(e) => return Err(err(e)),
                     }
                 }
-                ec2.delete_route_table().route_table_id(id).send().await.map_err(err)?;
+                ec2.delete_route_table()
+                    .route_table_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::LoadBalancer => {
-                self.aws.elb.delete_load_balancer().load_balancer_arn(id).send().await.map_err(err)?;
+                self.aws
+                    .elb
+                    .delete_load_balancer()
+                    .load_balancer_arn(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::TargetGroup => {
-                self.aws.elb.delete_target_group().target_group_arn(id).send().await.map_err(err)?;
+                self.aws
+                    .elb
+                    .delete_target_group()
+                    .target_group_arn(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::InstanceProfile => {
-                let p = self.aws.iam.get_instance_profile().instance_profile_name(id).send().await.map_err(err)?;
+                let p = self
+                    .aws
+                    .iam
+                    .get_instance_profile()
+                    .instance_profile_name(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
                 for role in p.instance_profile().map(|p| p.roles()).unwrap_or_default() {
                     self.aws
                         .iam
@@ -966,45 +1446,117 @@ impl<'a> Executor<'a> {
                         .await
                         .map_err(err)?;
                 }
-                self.aws.iam.delete_instance_profile().instance_profile_name(id).send().await.map_err(err)?;
+                self.aws
+                    .iam
+                    .delete_instance_profile()
+                    .instance_profile_name(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::NatGateway => {
-                ec2.delete_nat_gateway().nat_gateway_id(id).send().await.map_err(err)?;
+                ec2.delete_nat_gateway()
+                    .nat_gateway_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
                 self.wait_nat(id, "deleted").await?;
             }
             Kind::IamRole => {
-                let ps = self.aws.iam.list_role_policies().role_name(id).send().await.map_err(err)?;
+                let ps = self
+                    .aws
+                    .iam
+                    .list_role_policies()
+                    .role_name(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
                 for p in ps.policy_names() {
-                    self.aws.iam.delete_role_policy().role_name(id).policy_name(p).send().await.map_err(err)?;
+                    self.aws
+                        .iam
+                        .delete_role_policy()
+                        .role_name(id)
+                        .policy_name(p)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
-                self.aws.iam.delete_role().role_name(id).send().await.map_err(err)?;
+                self.aws
+                    .iam
+                    .delete_role()
+                    .role_name(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::HostedZone => {
-                self.aws.r53.delete_hosted_zone().id(id).send().await.map_err(err)?;
+                self.aws
+                    .r53
+                    .delete_hosted_zone()
+                    .id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::SecurityGroup => {
-                let g = ec2.describe_security_groups().group_ids(id).send().await.map_err(err)?;
-                let perms: Vec<_> = g.security_groups().first().map(|g| g.ip_permissions().to_vec()).unwrap_or_default();
+                let g = ec2
+                    .describe_security_groups()
+                    .group_ids(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                let perms: Vec<_> = g
+                    .security_groups()
+                    .first()
+                    .map(|g| g.ip_permissions().to_vec())
+                    .unwrap_or_default();
                 if !perms.is_empty() {
-                    ec2.revoke_security_group_ingress().group_id(id).set_ip_permissions(Some(perms)).send().await.map_err(err)?;
+                    ec2.revoke_security_group_ingress()
+                        .group_id(id)
+                        .set_ip_permissions(Some(perms))
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
-                ec2.delete_security_group().group_id(id).send().await.map_err(err)?;
+                ec2.delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::InternetGateway => {
                 for vpc in attr("vpcs").split(',').filter(|v| !v.is_empty()) {
-                    match ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send().await {
+                    match ec2
+                        .detach_internet_gateway()
+                        .internet_gateway_id(id)
+                        .vpc_id(vpc)
+                        .send()
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if code(&e).as_deref() == Some("Gateway.NotAttached") => {}
                         Err(e) => return Err(err(e)),
                     }
                 }
-                ec2.delete_internet_gateway().internet_gateway_id(id).send().await.map_err(err)?;
+                ec2.delete_internet_gateway()
+                    .internet_gateway_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::Subnet => {
-                ec2.delete_subnet().subnet_id(id).send().await.map_err(err)?;
+                ec2.delete_subnet()
+                    .subnet_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::ElasticIp => {
-                ec2.release_address().allocation_id(id).send().await.map_err(err)?;
+                ec2.release_address()
+                    .allocation_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::Vpc => {
                 ec2.delete_vpc().vpc_id(id).send().await.map_err(err)?;
@@ -1012,9 +1564,22 @@ impl<'a> Executor<'a> {
             Kind::KmsKey => {
                 let alias = attr("alias");
                 if !alias.is_empty() {
-                    self.aws.kms.delete_alias().alias_name(alias).send().await.map_err(err)?;
+                    self.aws
+                        .kms
+                        .delete_alias()
+                        .alias_name(alias)
+                        .send()
+                        .await
+                        .map_err(err)?;
                 }
-                self.aws.kms.schedule_key_deletion().key_id(id).pending_window_in_days(7).send().await.map_err(err)?;
+                self.aws
+                    .kms
+                    .schedule_key_deletion()
+                    .key_id(id)
+                    .pending_window_in_days(7)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
             Kind::Bucket => self.empty_and_delete_bucket(id).await?,
         }
@@ -1033,16 +1598,30 @@ impl<'a> Executor<'a> {
             let mut ids: Vec<(String, Option<String>)> = v
                 .versions()
                 .iter()
-                .map(|o| (o.key().unwrap_or_default().to_string(), o.version_id().map(str::to_string)))
+                .map(|o| {
+                    (
+                        o.key().unwrap_or_default().to_string(),
+                        o.version_id().map(str::to_string),
+                    )
+                })
                 .collect();
-            ids.extend(
-                v.delete_markers().iter().map(|o| (o.key().unwrap_or_default().to_string(), o.version_id().map(str::to_string))),
-            );
+            ids.extend(v.delete_markers().iter().map(|o| {
+                (
+                    o.key().unwrap_or_default().to_string(),
+                    o.version_id().map(str::to_string),
+                )
+            }));
             if ids.is_empty() {
                 break;
             }
             for (k, vid) in ids {
-                s3.delete_object().bucket(name).key(k).set_version_id(vid).send().await.map_err(err)?;
+                s3.delete_object()
+                    .bucket(name)
+                    .key(k)
+                    .set_version_id(vid)
+                    .send()
+                    .await
+                    .map_err(err)?;
             }
         }
         s3.delete_bucket().bucket(name).send().await.map_err(err)?;
@@ -1062,7 +1641,12 @@ impl Rule {
         } else {
             Source::Group(src.strip_prefix("sg:")?.to_string())
         };
-        Some(Rule { protocol, from: from.parse().ok()?, to: to.parse().ok()?, source })
+        Some(Rule {
+            protocol,
+            from: from.parse().ok()?,
+            to: to.parse().ok()?,
+            source,
+        })
     }
 }
 

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 /// the SDK's standard settings unless the caller sets them.
 pub fn loader() -> aws_config::ConfigLoader {
     let http = Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http)
@@ -35,7 +37,9 @@ pub struct Recorder {
 
 /// Operations that only read.
 pub fn is_read_only(operation: &str) -> bool {
-    ["Describe", "List", "Get", "Head"].iter().any(|p| operation.starts_with(p))
+    ["Describe", "List", "Get", "Head"]
+        .iter()
+        .any(|p| operation.starts_with(p))
 }
 
 impl Recorder {
@@ -133,28 +137,57 @@ impl Clients {
         let i = Counting(recorder.clone());
         let path_style = sdk.endpoint_url().is_some();
         Clients {
-            ec2: aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(sdk).interceptor(i.clone()).build()),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
+            ),
             asg: aws_sdk_autoscaling::Client::from_conf(
-                aws_sdk_autoscaling::config::Builder::from(sdk).interceptor(i.clone()).build(),
+                aws_sdk_autoscaling::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
             ),
             elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
-                aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk).interceptor(i.clone()).build(),
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
             ),
-            iam: aws_sdk_iam::Client::from_conf(aws_sdk_iam::config::Builder::from(sdk).interceptor(i.clone()).build()),
-            r53: aws_sdk_route53::Client::from_conf(aws_sdk_route53::config::Builder::from(sdk).interceptor(i.clone()).build()),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
+            ),
+            r53: aws_sdk_route53::Client::from_conf(
+                aws_sdk_route53::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
+            ),
             s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).interceptor(i.clone()).build(),
+                aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(path_style)
+                    .interceptor(i.clone())
+                    .build(),
             ),
-            kms: aws_sdk_kms::Client::from_conf(aws_sdk_kms::config::Builder::from(sdk).interceptor(i).build()),
+            kms: aws_sdk_kms::Client::from_conf(
+                aws_sdk_kms::config::Builder::from(sdk)
+                    .interceptor(i)
+                    .build(),
+            ),
             recorder,
-            region: sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()),
+            region: sdk
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "us-east-1".into()),
         }
     }
 }
 
 /// An SDK error with its whole source chain, for messages.
 pub fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e))
+    anyhow::anyhow!(
+        "{}",
+        aws_smithy_types::error::display::DisplayErrorContext(&e)
+    )
 }
 
 /// The error code of a service error, if any.
@@ -163,7 +196,9 @@ where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
 {
     match e {
-        aws_smithy_runtime_api::client::result::SdkError::ServiceError(s) => s.err().code().map(str::to_string),
+        aws_smithy_runtime_api::client::result::SdkError::ServiceError(s) => {
+            s.err().code().map(str::to_string)
+        }
         _ => None,
     }
 }
@@ -176,7 +211,9 @@ pub fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

@@ -121,7 +121,11 @@ pub fn api_dns(spec: &ClusterSpec) -> String {
 /// Names of the three buckets: (pki storage, config, logs).
 pub fn buckets(spec: &ClusterSpec) -> (String, String, String) {
     let p = &spec.bucket_prefix;
-    (format!("{p}-pki"), format!("{p}-config"), format!("{p}-logs"))
+    (
+        format!("{p}-pki"),
+        format!("{p}-config"),
+        format!("{p}-logs"),
+    )
 }
 
 /// The KMS alias for pki-server auto-unseal.
@@ -260,14 +264,24 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             name: "node-client-fetch.service".into(),
             enabled: true,
             contents: unit_text(&[
-                ("Unit", vec![l("Description=fetch this node's certificates"), l("After=node-client-ca.service"), l("Requires=node-client-ca.service")]),
+                (
+                    "Unit",
+                    vec![
+                        l("Description=fetch this node's certificates"),
+                        l("After=node-client-ca.service"),
+                        l("Requires=node-client-ca.service"),
+                    ],
+                ),
                 (
                     "Service",
                     vec![
                         l("Type=oneshot"),
                         l("RemainAfterExit=true"),
                         l("EnvironmentFile=/etc/node-client/env"),
-                        format!("ExecStart=/opt/bin/node-client fetch-cert --role {}", role.name()),
+                        format!(
+                            "ExecStart=/opt/bin/node-client fetch-cert --role {}",
+                            role.name()
+                        ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),
                     ],
@@ -279,12 +293,22 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             name: "node-client-renew.service".into(),
             enabled: true,
             contents: unit_text(&[
-                ("Unit", vec![l("Description=renew this node's certificates"), l("After=node-client-fetch.service"), l("Requires=node-client-fetch.service")]),
+                (
+                    "Unit",
+                    vec![
+                        l("Description=renew this node's certificates"),
+                        l("After=node-client-fetch.service"),
+                        l("Requires=node-client-fetch.service"),
+                    ],
+                ),
                 (
                     "Service",
                     vec![
                         l("EnvironmentFile=/etc/node-client/env"),
-                        format!("ExecStart=/opt/bin/node-client renew --role {}", role.name()),
+                        format!(
+                            "ExecStart=/opt/bin/node-client renew --role {}",
+                            role.name()
+                        ),
                         l("Restart=always"),
                         l("RestartSec=30"),
                     ],
@@ -295,7 +319,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     }
     units.extend(role_units(spec, role));
     Config {
-        ignition: Ignition { version: VERSION.into() },
+        ignition: Ignition {
+            version: VERSION.into(),
+        },
         storage: Storage { files },
         systemd: Systemd { units },
     }
@@ -307,8 +333,18 @@ fn cert_unit(name: &str, description: &str, exec: String) -> Unit {
         name: name.into(),
         enabled: true,
         contents: unit_text(&[
-            ("Unit", vec![format!("Description={description}"), l("After=node-client-fetch.service"), l("Requires=node-client-fetch.service")]),
-            ("Service", vec![exec, l("Restart=always"), l("RestartSec=5")]),
+            (
+                "Unit",
+                vec![
+                    format!("Description={description}"),
+                    l("After=node-client-fetch.service"),
+                    l("Requires=node-client-fetch.service"),
+                ],
+            ),
+            (
+                "Service",
+                vec![exec, l("Restart=always"), l("RestartSec=5")],
+            ),
             ("Install", vec![l("WantedBy=multi-user.target")]),
         ]),
     }
@@ -402,7 +438,10 @@ mod tests {
             assert!(text.len() < 16 * 1024, "{role}: user data over 16 KiB");
             let v: serde_json::Value = serde_json::from_str(&text).expect("json");
             let version = v["ignition"]["version"].as_str().expect("version");
-            assert!(version.starts_with("3.") && version.ends_with(".0"), "{version}");
+            assert!(
+                version.starts_with("3.") && version.ends_with(".0"),
+                "{version}"
+            );
             let units = v["systemd"]["units"].as_array().expect("units");
             if role != Role::PkiServer {
                 let fetch = units
@@ -431,7 +470,11 @@ mod tests {
                         if path == certs::DIR || path.starts_with(&format!("{}:", certs::DIR)) {
                             continue; // the folder mount itself
                         }
-                        assert!(known.iter().any(|k| k == path), "{role}: {} names {path}, not a node-client file", unit.name);
+                        assert!(
+                            known.iter().any(|k| k == path),
+                            "{role}: {} names {path}, not a node-client file",
+                            unit.name
+                        );
                     }
                 }
             }

@@ -76,12 +76,22 @@ impl Provisioner {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
         let sdk = loader.load().await;
-        Provisioner { aws: Clients::new(&sdk, aws::Recorder::new()), spec }
+        Provisioner {
+            aws: Clients::new(&sdk, aws::Recorder::new()),
+            spec,
+        }
     }
 
     /// Clients from a given SDK config (tests).
-    pub fn with_sdk(spec: ClusterSpec, sdk: &aws_config::SdkConfig, recorder: std::sync::Arc<aws::Recorder>) -> Provisioner {
-        Provisioner { aws: Clients::new(sdk, recorder), spec }
+    pub fn with_sdk(
+        spec: ClusterSpec,
+        sdk: &aws_config::SdkConfig,
+        recorder: std::sync::Arc<aws::Recorder>,
+    ) -> Provisioner {
+        Provisioner {
+            aws: Clients::new(sdk, recorder),
+            spec,
+        }
     }
 
     async fn azs(&self) -> anyhow::Result<Vec<String>> {
@@ -89,12 +99,21 @@ impl Provisioner {
             .aws
             .ec2
             .describe_availability_zones()
-            .filters(aws_sdk_ec2::types::Filter::builder().name("state").values("available").build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("state")
+                    .values("available")
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)
             .context("while listing availability zones")?;
-        let mut names: Vec<String> = out.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
+        let mut names: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -106,9 +125,24 @@ impl Provisioner {
             .ec2
             .describe_images()
             .owners(&self.spec.ami_owner)
-            .filters(Filter::builder().name("name").values(format!("Flatcar-{}-*", self.spec.flatcar_channel)).build())
-            .filters(Filter::builder().name("architecture").values("x86_64").build())
-            .filters(Filter::builder().name("virtualization-type").values("hvm").build())
+            .filters(
+                Filter::builder()
+                    .name("name")
+                    .values(format!("Flatcar-{}-*", self.spec.flatcar_channel))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("architecture")
+                    .values("x86_64")
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("virtualization-type")
+                    .values("hvm")
+                    .build(),
+            )
             .send()
             .await
             .map_err(err)
@@ -130,8 +164,18 @@ impl Provisioner {
     /// Desired state and what exists.
     pub async fn model(&self) -> anyhow::Result<(Vec<Resource>, World)> {
         let azs = self.azs().await?;
-        let placeholder: BTreeMap<Role, String> = Role::ALL.iter().map(|r| (*r, "ami-pending".to_string())).collect();
-        let first = model::desired(&self.spec, &Env { azs: azs.clone(), images: placeholder }).map_err(|e| anyhow!(e))?;
+        let placeholder: BTreeMap<Role, String> = Role::ALL
+            .iter()
+            .map(|r| (*r, "ami-pending".to_string()))
+            .collect();
+        let first = model::desired(
+            &self.spec,
+            &Env {
+                azs: azs.clone(),
+                images: placeholder,
+            },
+        )
+        .map_err(|e| anyhow!(e))?;
         let world = observe::observe(&self.aws, &self.spec.name, &first).await?;
         let pinned = observe::pinned_images(&world);
         let mut images = BTreeMap::new();
@@ -173,24 +217,43 @@ impl Provisioner {
         // The lock lives in the config bucket, so that bucket comes first.
         if !world.by_key.contains_key(CONFIG_BUCKET) {
             let first = Plan {
-                changes: plan.changes.iter().filter(|c| c.key == CONFIG_BUCKET).cloned().collect(),
+                changes: plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.key == CONFIG_BUCKET)
+                    .cloned()
+                    .collect(),
             };
             let first = if first.is_empty() {
-                Plan { changes: vec![plan::Change { key: CONFIG_BUCKET.into(), kind: Kind::Bucket, group: Some(Group::S3), action: Action::Create }] }
+                Plan {
+                    changes: vec![plan::Change {
+                        key: CONFIG_BUCKET.into(),
+                        kind: Kind::Bucket,
+                        group: Some(Group::S3),
+                        action: Action::Create,
+                    }],
+                }
             } else {
                 first
             };
-            apply::Executor::new(&self.aws, &self.spec, &world, &desired).run(&first).await?;
+            apply::Executor::new(&self.aws, &self.spec, &world, &desired)
+                .run(&first)
+                .await?;
         }
         let lock = state::acquire(&self.aws, &self.config_bucket()).await?;
         let result = async {
             let (desired, world) = self.model().await?;
             let plan = plan::diff(&self.spec, &desired, &world.by_key, &world.known())?.only(only);
-            apply::Executor::new(&self.aws, &self.spec, &world, &desired).run(&plan).await?;
+            apply::Executor::new(&self.aws, &self.spec, &world, &desired)
+                .run(&plan)
+                .await?;
             Ok::<Plan, anyhow::Error>(plan)
         }
         .await;
-        let last = result.as_ref().ok().map(|p| serde_json::json!({"applied": p.counts()}));
+        let last = result
+            .as_ref()
+            .ok()
+            .map(|p| serde_json::json!({"applied": p.counts()}));
         let released = lock.release(&self.aws, last).await;
         let plan = result?;
         released.context("while releasing the state lock")?;
@@ -212,8 +275,19 @@ impl Provisioner {
             return Ok(plan);
         }
         let has_config = world.by_key.get(CONFIG_BUCKET).is_some_and(|o| o.owned);
-        let lock = if has_config { Some(state::acquire(&self.aws, &self.config_bucket()).await?) } else { None };
-        let body = Plan { changes: plan.changes.iter().filter(|c| c.key != CONFIG_BUCKET).cloned().collect() };
+        let lock = if has_config {
+            Some(state::acquire(&self.aws, &self.config_bucket()).await?)
+        } else {
+            None
+        };
+        let body = Plan {
+            changes: plan
+                .changes
+                .iter()
+                .filter(|c| c.key != CONFIG_BUCKET)
+                .cloned()
+                .collect(),
+        };
         let exec = apply::Executor::new(&self.aws, &self.spec, &world, &desired);
         if let Err(e) = exec.run(&body).await {
             if let Some(lock) = lock {
@@ -222,7 +296,9 @@ impl Provisioner {
             return Err(e);
         }
         if has_config {
-            exec.empty_and_delete_bucket(&self.config_bucket()).await.context("while deleting the config bucket")?;
+            exec.empty_and_delete_bucket(&self.config_bucket())
+                .await
+                .context("while deleting the config bucket")?;
         }
         Ok(plan)
     }

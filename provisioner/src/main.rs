@@ -62,7 +62,8 @@ enum Command {
 }
 
 fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read the cluster spec {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the cluster spec {}: {e}", path.display()))?;
     Ok(ClusterSpec::parse(&text)?)
 }
 
@@ -83,9 +84,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 workers: *workers,
                 ..Default::default()
             };
-            return provisioner::local::apply(dir, &o).await.map_err(Failure::User);
+            return provisioner::local::apply(dir, &o)
+                .await
+                .map_err(Failure::User);
         }
-        Command::Destroy { local: Some(dir), .. } => return provisioner::local::destroy(dir).map_err(Failure::User),
+        Command::Destroy {
+            local: Some(dir), ..
+        } => return provisioner::local::destroy(dir).map_err(Failure::User),
         _ => {}
     }
     let spec = load_spec(&cli.spec).map_err(Failure::User)?;
@@ -95,7 +100,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plan { json } => {
             let plan = p.plan(&[]).await.map_err(unexpected)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| Failure::Unexpected(e.into()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan)
+                        .map_err(|e| Failure::Unexpected(e.into()))?
+                );
             } else {
                 print!("{plan}");
             }
@@ -119,14 +128,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             if !yes {
                 if !std::io::stdin().is_terminal() {
-                    return Err(Failure::User(anyhow::anyhow!("destroy needs --yes when stdin is not a terminal")));
+                    return Err(Failure::User(anyhow::anyhow!(
+                        "destroy needs --yes when stdin is not a terminal"
+                    )));
                 }
-                print!("Delete these {} resources of cluster {}? Type the cluster name to confirm: ", plan.changes.len(), p.spec.name);
+                print!(
+                    "Delete these {} resources of cluster {}? Type the cluster name to confirm: ",
+                    plan.changes.len(),
+                    p.spec.name
+                );
                 let _ = std::io::stdout().flush();
                 let mut answer = String::new();
                 let _ = std::io::stdin().lock().read_line(&mut answer);
                 if answer.trim() != p.spec.name {
-                    return Err(Failure::User(anyhow::anyhow!("not confirmed; nothing deleted")));
+                    return Err(Failure::User(anyhow::anyhow!(
+                        "not confirmed; nothing deleted"
+                    )));
                 }
             }
             p.destroy().await.map_err(unexpected)?;
@@ -135,7 +152,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Output { json } => {
             let out = p.output().await.map_err(unexpected)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&out).map_err(|e| Failure::Unexpected(e.into()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out)
+                        .map_err(|e| Failure::Unexpected(e.into()))?
+                );
             } else {
                 println!("cluster  {}", out.cluster);
                 println!("pki      {}", out.pki_url);
@@ -144,7 +165,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{k:<8} {v}");
                 }
                 for g in &out.groups {
-                    println!("{:<24} {}:{}:{} in service {}/{}", g.name, g.min, g.max, g.desired, g.in_service, g.instances);
+                    println!(
+                        "{:<24} {}:{}:{} in service {}/{}",
+                        g.name, g.min, g.max, g.desired, g.in_service, g.instances
+                    );
                 }
             }
         }
@@ -162,7 +186,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -70,7 +70,11 @@ impl Kind {
     pub fn level(self) -> u8 {
         match self {
             Kind::Vpc | Kind::Bucket | Kind::KmsKey | Kind::ElasticIp => 0,
-            Kind::Subnet | Kind::InternetGateway | Kind::SecurityGroup | Kind::HostedZone | Kind::IamRole => 1,
+            Kind::Subnet
+            | Kind::InternetGateway
+            | Kind::SecurityGroup
+            | Kind::HostedZone
+            | Kind::IamRole => 1,
             Kind::NatGateway | Kind::InstanceProfile | Kind::TargetGroup | Kind::LoadBalancer => 2,
             Kind::RouteTable | Kind::Listener | Kind::Record => 3,
             Kind::LaunchTemplate => 4,
@@ -368,7 +372,11 @@ pub fn substitute(v: &Value, vars: &BTreeMap<&str, String>) -> Value {
             Value::String(s)
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, vars)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), substitute(x, vars))).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), substitute(x, vars)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -439,11 +447,18 @@ impl Resource {
                 set("policy", render_policy(spec, policy, known));
             }
             Desired::InstanceProfile { name } => set("role", json!(name)),
-            Desired::TargetGroup { port, health_path, .. } => {
+            Desired::TargetGroup {
+                port, health_path, ..
+            } => {
                 set("port", json!(port));
-                set("health_check", json!(health_path.as_deref().unwrap_or("tcp")));
+                set(
+                    "health_check",
+                    json!(health_path.as_deref().unwrap_or("tcp")),
+                );
             }
-            Desired::LoadBalancer { internal, subnets, .. } => {
+            Desired::LoadBalancer {
+                internal, subnets, ..
+            } => {
                 set("internal", json!(internal));
                 let mut s = subnets.clone();
                 s.sort();
@@ -463,9 +478,18 @@ impl Resource {
                     .and_then(|a| a.get("dns"))
                     .cloned()
                     .unwrap_or_else(|| AFTER_APPLY.to_string());
-                set("alias", json!(dns.trim_end_matches('.').to_ascii_lowercase()));
+                set(
+                    "alias",
+                    json!(dns.trim_end_matches('.').to_ascii_lowercase()),
+                );
             }
-            Desired::LaunchTemplate { image, instance_type, volume_gb, user_data, .. } => {
+            Desired::LaunchTemplate {
+                image,
+                instance_type,
+                volume_gb,
+                user_data,
+                ..
+            } => {
                 set("image", json!(image));
                 set("instance_type", json!(instance_type));
                 set("volume_gb", json!(volume_gb));
@@ -473,7 +497,14 @@ impl Resource {
                 set("http_tokens", json!("required"));
                 set("user_data", json!(user_data));
             }
-            Desired::AutoScalingGroup { min, max, desired, subnets, target_groups, .. } => {
+            Desired::AutoScalingGroup {
+                min,
+                max,
+                desired,
+                subnets,
+                target_groups,
+                ..
+            } => {
                 set("min", json!(min));
                 set("max", json!(max));
                 set("desired", json!(desired));
@@ -494,7 +525,11 @@ impl Resource {
             Kind::Subnet => field == "public",
             Kind::Vpc => field == "dns",
             Kind::HostedZone => field == "tagged",
-            Kind::RouteTable | Kind::SecurityGroup | Kind::Bucket | Kind::KmsKey | Kind::IamRole => true,
+            Kind::RouteTable
+            | Kind::SecurityGroup
+            | Kind::Bucket
+            | Kind::KmsKey
+            | Kind::IamRole => true,
             Kind::Record | Kind::LaunchTemplate => true,
             Kind::AutoScalingGroup => true,
             Kind::InstanceProfile => true,
@@ -543,7 +578,13 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
     let n = &spec.name;
     let mut out = Vec::new();
     let mut add = |key: String, kind: Kind, group: Group, component: &str, desired: Desired| {
-        out.push(Resource { key, kind, group, component: component.to_string(), desired });
+        out.push(Resource {
+            key,
+            kind,
+            group,
+            component: component.to_string(),
+            desired,
+        });
     };
     let private = spec.topology == Topology::Private;
     let azs = &env.azs;
@@ -554,10 +595,23 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
             azs.len()
         ));
     }
-    add(VPC.into(), Kind::Vpc, Group::Vpc, "vpc", Desired::Vpc { cidr: spec.vpc_cidr.to_string() });
+    add(
+        VPC.into(),
+        Kind::Vpc,
+        Group::Vpc,
+        "vpc",
+        Desired::Vpc {
+            cidr: spec.vpc_cidr.to_string(),
+        },
+    );
     // Tier 0: load balancers and NAT (always public); tiers 1..=4: one per role.
     let tiers: Vec<(usize, String, bool)> = std::iter::once((0, "lb".to_string(), true))
-        .chain(Role::ALL.iter().enumerate().map(|(i, r)| (i + 1, r.name().to_string(), !private)))
+        .chain(
+            Role::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i + 1, r.name().to_string(), !private)),
+        )
         .collect();
     for (tier, name, public) in &tiers {
         for (i, az) in azs.iter().take(spec.az_count).enumerate() {
@@ -566,29 +620,58 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
                 Kind::Subnet,
                 Group::Vpc,
                 "vpc",
-                Desired::Subnet { cidr: spec.subnet_cidr(*tier, i).to_string(), az: az.clone(), public: *public },
+                Desired::Subnet {
+                    cidr: spec.subnet_cidr(*tier, i).to_string(),
+                    az: az.clone(),
+                    public: *public,
+                },
             );
         }
     }
-    let subnets_of = |tier: &str| (0..spec.az_count).map(|i| subnet_key(tier, i)).collect::<Vec<_>>();
-    add("igw".into(), Kind::InternetGateway, Group::Vpc, "vpc", Desired::InternetGateway);
+    let subnets_of = |tier: &str| {
+        (0..spec.az_count)
+            .map(|i| subnet_key(tier, i))
+            .collect::<Vec<_>>()
+    };
+    add(
+        "igw".into(),
+        Kind::InternetGateway,
+        Group::Vpc,
+        "vpc",
+        Desired::InternetGateway,
+    );
     let mut public_subnets = subnets_of("lb");
     if private {
-        add("eip/nat".into(), Kind::ElasticIp, Group::Vpc, "vpc", Desired::ElasticIp);
+        add(
+            "eip/nat".into(),
+            Kind::ElasticIp,
+            Group::Vpc,
+            "vpc",
+            Desired::ElasticIp,
+        );
         add(
             "nat".into(),
             Kind::NatGateway,
             Group::Vpc,
             "vpc",
-            Desired::NatGateway { subnet: subnet_key("lb", 0), eip: "eip/nat".into() },
+            Desired::NatGateway {
+                subnet: subnet_key("lb", 0),
+                eip: "eip/nat".into(),
+            },
         );
-        let private_subnets: Vec<String> = Role::ALL.iter().flat_map(|r| subnets_of(r.name())).collect();
+        let private_subnets: Vec<String> = Role::ALL
+            .iter()
+            .flat_map(|r| subnets_of(r.name()))
+            .collect();
         add(
             "rtb/private".into(),
             Kind::RouteTable,
             Group::Vpc,
             "vpc",
-            Desired::RouteTable { target: "nat".into(), subnets: private_subnets },
+            Desired::RouteTable {
+                target: "nat".into(),
+                subnets: private_subnets,
+            },
         );
     } else {
         public_subnets.extend(Role::ALL.iter().flat_map(|r| subnets_of(r.name())));
@@ -598,11 +681,19 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         Kind::RouteTable,
         Group::Vpc,
         "vpc",
-        Desired::RouteTable { target: "igw".into(), subnets: public_subnets },
+        Desired::RouteTable {
+            target: "igw".into(),
+            subnets: public_subnets,
+        },
     );
     // Security groups: least open; SG-to-SG where a role talks to a role.
     let vpc = spec.vpc_cidr.to_string();
-    let tcp = |port: i32, source: Source| Rule { protocol: "tcp".into(), from: port, to: port, source };
+    let tcp = |port: i32, source: Source| Rule {
+        protocol: "tcp".into(),
+        from: port,
+        to: port,
+        source,
+    };
     for role in Role::ALL {
         let mut rules = match role {
             Role::PkiServer => vec![tcp(8200, Source::Cidr(vpc.clone()))],
@@ -612,23 +703,47 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
                 tcp(2380, Source::Group(sg_key(Role::Etcd))),
             ],
             Role::Controller => {
-                let mut r = vec![tcp(6443, Source::Cidr(vpc.clone())), tcp(10250, Source::Group(sg_key(Role::Controller)))];
-                r.extend(spec.api_cidrs.iter().map(|c| tcp(6443, Source::Cidr(c.to_string()))));
+                let mut r = vec![
+                    tcp(6443, Source::Cidr(vpc.clone())),
+                    tcp(10250, Source::Group(sg_key(Role::Controller))),
+                ];
+                r.extend(
+                    spec.api_cidrs
+                        .iter()
+                        .map(|c| tcp(6443, Source::Cidr(c.to_string()))),
+                );
                 r
             }
             Role::Worker => vec![
                 tcp(10250, Source::Group(sg_key(Role::Controller))),
-                Rule { protocol: "-1".into(), from: -1, to: -1, source: Source::Group(sg_key(Role::Worker)) },
-                Rule { protocol: "-1".into(), from: -1, to: -1, source: Source::Group(sg_key(Role::Controller)) },
+                Rule {
+                    protocol: "-1".into(),
+                    from: -1,
+                    to: -1,
+                    source: Source::Group(sg_key(Role::Worker)),
+                },
+                Rule {
+                    protocol: "-1".into(),
+                    from: -1,
+                    to: -1,
+                    source: Source::Group(sg_key(Role::Controller)),
+                },
             ],
         };
-        rules.extend(spec.ssh_cidrs.iter().map(|c| tcp(22, Source::Cidr(c.to_string()))));
+        rules.extend(
+            spec.ssh_cidrs
+                .iter()
+                .map(|c| tcp(22, Source::Cidr(c.to_string()))),
+        );
         add(
             sg_key(role),
             Kind::SecurityGroup,
             Group::Vpc,
             role.name(),
-            Desired::SecurityGroup { name: format!("{n}-{}", role.name()), rules },
+            Desired::SecurityGroup {
+                name: format!("{n}-{}", role.name()),
+                rules,
+            },
         );
     }
     add(
@@ -636,7 +751,9 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         Kind::HostedZone,
         Group::Vpc,
         "dns",
-        Desired::HostedZone { name: spec.private_zone.clone() },
+        Desired::HostedZone {
+            name: spec.private_zone.clone(),
+        },
     );
     let (pki_b, config_b, logs_b) = ignition::buckets(spec);
     for (key, name, purpose) in [
@@ -644,15 +761,44 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         (CONFIG_BUCKET, config_b, BucketPurpose::Config),
         ("bucket/logs", logs_b, BucketPurpose::Logs),
     ] {
-        add(key.into(), Kind::Bucket, Group::S3, "s3", Desired::Bucket { name, purpose });
+        add(
+            key.into(),
+            Kind::Bucket,
+            Group::S3,
+            "s3",
+            Desired::Bucket { name, purpose },
+        );
     }
-    add(KMS_KEY.into(), Kind::KmsKey, Group::Kms, "kms", Desired::KmsKey { alias: ignition::kms_alias(spec) });
+    add(
+        KMS_KEY.into(),
+        Kind::KmsKey,
+        Group::Kms,
+        "kms",
+        Desired::KmsKey {
+            alias: ignition::kms_alias(spec),
+        },
+    );
     for role in Role::ALL {
         let policy: Value = serde_json::from_str(policy_template(role))
             .map_err(|e| format!("policies/iam/{}.json: {e}", role.name()))?;
         let name = format!("{n}-{}", role.name());
-        add(format!("iam/role/{}", role.name()), Kind::IamRole, Group::Iam, "iam", Desired::IamRole { name: name.clone(), policy });
-        add(format!("iam/profile/{}", role.name()), Kind::InstanceProfile, Group::Iam, "iam", Desired::InstanceProfile { name });
+        add(
+            format!("iam/role/{}", role.name()),
+            Kind::IamRole,
+            Group::Iam,
+            "iam",
+            Desired::IamRole {
+                name: name.clone(),
+                policy,
+            },
+        );
+        add(
+            format!("iam/profile/{}", role.name()),
+            Kind::InstanceProfile,
+            Group::Iam,
+            "iam",
+            Desired::InstanceProfile { name },
+        );
     }
     // pki-server: internal NLB on 8200, HTTPS health check on /v1/sys/health.
     add(
@@ -660,28 +806,43 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         Kind::TargetGroup,
         Group::Pki,
         "pki-server",
-        Desired::TargetGroup { name: format!("{n}-pki"), port: 8200, health_path: Some("/v1/sys/health".into()) },
+        Desired::TargetGroup {
+            name: format!("{n}-pki"),
+            port: 8200,
+            health_path: Some("/v1/sys/health".into()),
+        },
     );
     add(
         "lb/pki".into(),
         Kind::LoadBalancer,
         Group::Pki,
         "pki-server",
-        Desired::LoadBalancer { name: format!("{n}-pki"), internal: true, subnets: subnets_of("lb") },
+        Desired::LoadBalancer {
+            name: format!("{n}-pki"),
+            internal: true,
+            subnets: subnets_of("lb"),
+        },
     );
     add(
         "listener/pki".into(),
         Kind::Listener,
         Group::Pki,
         "pki-server",
-        Desired::Listener { lb: "lb/pki".into(), tg: "tg/pki".into(), port: 8200 },
+        Desired::Listener {
+            lb: "lb/pki".into(),
+            tg: "tg/pki".into(),
+            port: 8200,
+        },
     );
     add(
         "record/pki".into(),
         Kind::Record,
         Group::Pki,
         "dns",
-        Desired::Record { name: ignition::pki_dns(spec), lb: "lb/pki".into() },
+        Desired::Record {
+            name: ignition::pki_dns(spec),
+            lb: "lb/pki".into(),
+        },
     );
     // API: public NLB on 6443.
     add(
@@ -689,28 +850,43 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         Kind::TargetGroup,
         Group::Controller,
         "controller",
-        Desired::TargetGroup { name: format!("{n}-api"), port: 6443, health_path: None },
+        Desired::TargetGroup {
+            name: format!("{n}-api"),
+            port: 6443,
+            health_path: None,
+        },
     );
     add(
         "lb/api".into(),
         Kind::LoadBalancer,
         Group::Controller,
         "controller",
-        Desired::LoadBalancer { name: format!("{n}-api"), internal: false, subnets: subnets_of("lb") },
+        Desired::LoadBalancer {
+            name: format!("{n}-api"),
+            internal: false,
+            subnets: subnets_of("lb"),
+        },
     );
     add(
         "listener/api".into(),
         Kind::Listener,
         Group::Controller,
         "controller",
-        Desired::Listener { lb: "lb/api".into(), tg: "tg/api".into(), port: 6443 },
+        Desired::Listener {
+            lb: "lb/api".into(),
+            tg: "tg/api".into(),
+            port: 6443,
+        },
     );
     add(
         "record/api".into(),
         Kind::Record,
         Group::Controller,
         "dns",
-        Desired::Record { name: ignition::api_dns(spec), lb: "lb/api".into() },
+        Desired::Record {
+            name: ignition::api_dns(spec),
+            lb: "lb/api".into(),
+        },
     );
     for role in Role::ALL {
         let r = spec.role(role);

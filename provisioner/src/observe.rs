@@ -33,7 +33,10 @@ impl World {
     }
 
     fn key_of(&self, id: &str) -> String {
-        self.id_to_key.get(id).cloned().unwrap_or_else(|| format!("(foreign {id})"))
+        self.id_to_key
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("(foreign {id})"))
     }
 
     fn insert(&mut self, o: Observed) {
@@ -46,7 +49,9 @@ impl World {
 }
 
 fn ec2_tag(tags: &[aws_sdk_ec2::types::Tag], key: &str) -> Option<String> {
-    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value().map(str::to_string))
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_string))
 }
 
 fn owner_filter(cluster: &str) -> aws_sdk_ec2::types::Filter {
@@ -57,7 +62,15 @@ fn owner_filter(cluster: &str) -> aws_sdk_ec2::types::Filter {
 }
 
 fn obs(key: String, kind: Kind, id: String, owned: bool) -> Observed {
-    Observed { key, kind, id, owned, adoptable: false, props: BTreeMap::new(), attrs: BTreeMap::new() }
+    Observed {
+        key,
+        kind,
+        id,
+        owned,
+        adoptable: false,
+        props: BTreeMap::new(),
+        attrs: BTreeMap::new(),
+    }
 }
 
 /// Canonical text of EC2 ingress permissions, as `Rule::canonical` writes it.
@@ -65,15 +78,35 @@ fn ingress(perms: &[aws_sdk_ec2::types::IpPermission], world: &World) -> Vec<Str
     let mut out = Vec::new();
     for p in perms {
         let protocol = p.ip_protocol().unwrap_or("-1").to_string();
-        let (from, to) = if protocol == "-1" { (-1, -1) } else { (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1)) };
+        let (from, to) = if protocol == "-1" {
+            (-1, -1)
+        } else {
+            (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1))
+        };
         for r in p.ip_ranges() {
             if let Some(c) = r.cidr_ip() {
-                out.push(Rule { protocol: protocol.clone(), from, to, source: Source::Cidr(c.to_string()) }.canonical());
+                out.push(
+                    Rule {
+                        protocol: protocol.clone(),
+                        from,
+                        to,
+                        source: Source::Cidr(c.to_string()),
+                    }
+                    .canonical(),
+                );
             }
         }
         for g in p.user_id_group_pairs() {
             if let Some(id) = g.group_id() {
-                out.push(Rule { protocol: protocol.clone(), from, to, source: Source::Group(world.key_of(id)) }.canonical());
+                out.push(
+                    Rule {
+                        protocol: protocol.clone(),
+                        from,
+                        to,
+                        source: Source::Group(world.key_of(id)),
+                    }
+                    .canonical(),
+                );
             }
         }
     }
@@ -95,10 +128,14 @@ pub async fn observe(aws: &Clients, cluster: &str, desired: &[Resource]) -> anyh
     let owned_tag = owner_tag(cluster);
     for r in desired {
         match &r.desired {
-            Desired::Bucket { name, .. } => observe_bucket(aws, &owned_tag, r, name, &mut w).await?,
+            Desired::Bucket { name, .. } => {
+                observe_bucket(aws, &owned_tag, r, name, &mut w).await?
+            }
             Desired::KmsKey { alias } => observe_kms(aws, &owned_tag, r, alias, &mut w).await?,
             Desired::IamRole { name, .. } => observe_role(aws, &owned_tag, r, name, &mut w).await?,
-            Desired::InstanceProfile { name } => observe_profile(aws, &owned_tag, r, name, &mut w).await?,
+            Desired::InstanceProfile { name } => {
+                observe_profile(aws, &owned_tag, r, name, &mut w).await?
+            }
             _ => {}
         }
     }
@@ -147,69 +184,164 @@ pub async fn observe(aws: &Clients, cluster: &str, desired: &[Resource]) -> anyh
 async fn observe_ec2(aws: &Clients, cluster: &str, w: &mut World) -> anyhow::Result<()> {
     let f = || owner_filter(cluster);
     let ec2 = &aws.ec2;
-    let vpcs = ec2.describe_vpcs().filters(f()).send().await.map_err(err).context("while describing VPCs")?;
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing VPCs")?;
     for v in vpcs.vpcs() {
-        let (Some(id), Some(key)) = (v.vpc_id(), ec2_tag(v.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (v.vpc_id(), ec2_tag(v.tags(), TAG_KEY)) else {
+            continue;
+        };
         let mut o = obs(key, Kind::Vpc, id.into(), true);
-        o.props.insert("cidr".into(), json!(v.cidr_block().unwrap_or_default()));
+        o.props
+            .insert("cidr".into(), json!(v.cidr_block().unwrap_or_default()));
         use aws_sdk_ec2::types::VpcAttributeName;
-        let support = ec2.describe_vpc_attribute().vpc_id(id).attribute(VpcAttributeName::EnableDnsSupport).send().await.map_err(err)?;
-        let hostnames = ec2.describe_vpc_attribute().vpc_id(id).attribute(VpcAttributeName::EnableDnsHostnames).send().await.map_err(err)?;
-        let on = support.enable_dns_support().and_then(|a| a.value()).unwrap_or(false)
-            && hostnames.enable_dns_hostnames().and_then(|a| a.value()).unwrap_or(false);
+        let support = ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(VpcAttributeName::EnableDnsSupport)
+            .send()
+            .await
+            .map_err(err)?;
+        let hostnames = ec2
+            .describe_vpc_attribute()
+            .vpc_id(id)
+            .attribute(VpcAttributeName::EnableDnsHostnames)
+            .send()
+            .await
+            .map_err(err)?;
+        let on = support
+            .enable_dns_support()
+            .and_then(|a| a.value())
+            .unwrap_or(false)
+            && hostnames
+                .enable_dns_hostnames()
+                .and_then(|a| a.value())
+                .unwrap_or(false);
         o.props.insert("dns".into(), json!(on));
         w.insert(o);
     }
-    let subnets = ec2.describe_subnets().filters(f()).send().await.map_err(err).context("while describing subnets")?;
+    let subnets = ec2
+        .describe_subnets()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing subnets")?;
     for s in subnets.subnets() {
-        let (Some(id), Some(key)) = (s.subnet_id(), ec2_tag(s.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (s.subnet_id(), ec2_tag(s.tags(), TAG_KEY)) else {
+            continue;
+        };
         let mut o = obs(key, Kind::Subnet, id.into(), true);
-        o.props.insert("cidr".into(), json!(s.cidr_block().unwrap_or_default()));
-        o.props.insert("az".into(), json!(s.availability_zone().unwrap_or_default()));
-        o.props.insert("public".into(), json!(s.map_public_ip_on_launch().unwrap_or(false)));
+        o.props
+            .insert("cidr".into(), json!(s.cidr_block().unwrap_or_default()));
+        o.props.insert(
+            "az".into(),
+            json!(s.availability_zone().unwrap_or_default()),
+        );
+        o.props.insert(
+            "public".into(),
+            json!(s.map_public_ip_on_launch().unwrap_or(false)),
+        );
         w.insert(o);
     }
-    let igws = ec2.describe_internet_gateways().filters(f()).send().await.map_err(err).context("while describing internet gateways")?;
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing internet gateways")?;
     for g in igws.internet_gateways() {
-        let (Some(id), Some(key)) = (g.internet_gateway_id(), ec2_tag(g.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (g.internet_gateway_id(), ec2_tag(g.tags(), TAG_KEY)) else {
+            continue;
+        };
         let mut o = obs(key, Kind::InternetGateway, id.into(), true);
-        let attached: Vec<String> = g.attachments().iter().filter_map(|a| a.vpc_id().map(str::to_string)).collect();
-        o.props.insert("attached".into(), json!(!attached.is_empty()));
+        let attached: Vec<String> = g
+            .attachments()
+            .iter()
+            .filter_map(|a| a.vpc_id().map(str::to_string))
+            .collect();
+        o.props
+            .insert("attached".into(), json!(!attached.is_empty()));
         o.attrs.insert("vpcs".into(), attached.join(","));
         w.insert(o);
     }
-    let eips = ec2.describe_addresses().filters(f()).send().await.map_err(err).context("while describing addresses")?;
+    let eips = ec2
+        .describe_addresses()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing addresses")?;
     for a in eips.addresses() {
-        let (Some(id), Some(key)) = (a.allocation_id(), ec2_tag(a.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (a.allocation_id(), ec2_tag(a.tags(), TAG_KEY)) else {
+            continue;
+        };
         w.insert(obs(key, Kind::ElasticIp, id.into(), true));
     }
-    let nats = ec2.describe_nat_gateways().filter(f()).send().await.map_err(err).context("while describing NAT gateways")?;
+    let nats = ec2
+        .describe_nat_gateways()
+        .filter(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing NAT gateways")?;
     for n in nats.nat_gateways() {
-        let state = n.state().map(|s| s.as_str().to_string()).unwrap_or_default();
+        let state = n
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
         if state == "deleted" || state == "deleting" || state == "failed" {
             continue;
         }
-        let (Some(id), Some(key)) = (n.nat_gateway_id(), ec2_tag(n.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (n.nat_gateway_id(), ec2_tag(n.tags(), TAG_KEY)) else {
+            continue;
+        };
         let mut o = obs(key, Kind::NatGateway, id.into(), true);
-        o.props.insert("subnet".into(), json!(w.key_of(n.subnet_id().unwrap_or_default())));
+        o.props.insert(
+            "subnet".into(),
+            json!(w.key_of(n.subnet_id().unwrap_or_default())),
+        );
         w.insert(o);
     }
-    let sgs = ec2.describe_security_groups().filters(f()).send().await.map_err(err).context("while describing security groups")?;
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing security groups")?;
     for g in sgs.security_groups() {
-        let (Some(id), Some(key)) = (g.group_id(), ec2_tag(g.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (g.group_id(), ec2_tag(g.tags(), TAG_KEY)) else {
+            continue;
+        };
         w.insert(obs(key, Kind::SecurityGroup, id.into(), true));
     }
     // Rules after all groups are known, so SG sources map to keys.
     for g in sgs.security_groups() {
-        let Some(key) = ec2_tag(g.tags(), TAG_KEY) else { continue };
+        let Some(key) = ec2_tag(g.tags(), TAG_KEY) else {
+            continue;
+        };
         let rules = ingress(g.ip_permissions(), w);
         if let Some(o) = w.by_key.get_mut(&key) {
             o.props.insert("ingress".into(), json!(rules));
         }
     }
-    let rts = ec2.describe_route_tables().filters(f()).send().await.map_err(err).context("while describing route tables")?;
+    let rts = ec2
+        .describe_route_tables()
+        .filters(f())
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing route tables")?;
     for t in rts.route_tables() {
-        let (Some(id), Some(key)) = (t.route_table_id(), ec2_tag(t.tags(), TAG_KEY)) else { continue };
+        let (Some(id), Some(key)) = (t.route_table_id(), ec2_tag(t.tags(), TAG_KEY)) else {
+            continue;
+        };
         let mut o = obs(key, Kind::RouteTable, id.into(), true);
         let target = t
             .routes()
@@ -235,20 +367,43 @@ async fn observe_ec2(aws: &Clients, cluster: &str, w: &mut World) -> anyhow::Res
     Ok(())
 }
 
-async fn observe_bucket(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_bucket(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let (owned, untagged) = match aws.s3.get_bucket_tagging().bucket(name).send().await {
-        Ok(t) => (t.tag_set().iter().any(|t| t.key() == owned_tag && t.value() == "owned"), t.tag_set().is_empty()),
+        Ok(t) => (
+            t.tag_set()
+                .iter()
+                .any(|t| t.key() == owned_tag && t.value() == "owned"),
+            t.tag_set().is_empty(),
+        ),
         Err(e) => match code(&e).as_deref() {
             Some("NoSuchBucket") => return Ok(()),
             Some("NoSuchTagSet") | Some("NoSuchTagSetError") => (false, true),
-            _ => return Err(err(e)).with_context(|| format!("while reading the tags of bucket {name}")),
+            _ => {
+                return Err(err(e))
+                    .with_context(|| format!("while reading the tags of bucket {name}"));
+            }
         },
     };
     let mut o = obs(r.key.clone(), Kind::Bucket, name.into(), owned);
     o.adoptable = untagged;
     o.props.insert("tagged".into(), json!(owned));
-    let v = aws.s3.get_bucket_versioning().bucket(name).send().await.map_err(err)?;
-    o.props.insert("versioning".into(), json!(v.status().map(|s| s.as_str()).unwrap_or("")));
+    let v = aws
+        .s3
+        .get_bucket_versioning()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(err)?;
+    o.props.insert(
+        "versioning".into(),
+        json!(v.status().map(|s| s.as_str()).unwrap_or("")),
+    );
     let enc = match aws.s3.get_bucket_encryption().bucket(name).send().await {
         Ok(e) => e
             .server_side_encryption_configuration()
@@ -273,12 +428,29 @@ async fn observe_bucket(aws: &Clients, owned_tag: &str, r: &Resource, name: &str
     Ok(())
 }
 
-async fn observe_kms(aws: &Clients, owned_tag: &str, r: &Resource, alias: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_kms(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    alias: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let mut marker = None;
     let mut target = None;
     loop {
-        let page = aws.kms.list_aliases().set_marker(marker.clone()).send().await.map_err(err).context("while listing KMS aliases")?;
-        if let Some(a) = page.aliases().iter().find(|a| a.alias_name() == Some(alias)) {
+        let page = aws
+            .kms
+            .list_aliases()
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .map_err(err)
+            .context("while listing KMS aliases")?;
+        if let Some(a) = page
+            .aliases()
+            .iter()
+            .find(|a| a.alias_name() == Some(alias))
+        {
             target = a.target_key_id().map(str::to_string);
             break;
         }
@@ -296,19 +468,44 @@ async fn observe_kms(aws: &Clients, owned_tag: &str, r: &Resource, alias: &str, 
             None => return Ok(()),
         },
     };
-    let d = aws.kms.describe_key().key_id(&key_id).send().await.map_err(err)?;
-    let Some(meta) = d.key_metadata() else { return Ok(()) };
+    let d = aws
+        .kms
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .map_err(err)?;
+    let Some(meta) = d.key_metadata() else {
+        return Ok(());
+    };
     if meta.key_state().map(|s| s.as_str()) == Some("PendingDeletion") {
         return Ok(());
     }
-    let tags = aws.kms.list_resource_tags().key_id(&key_id).send().await.map_err(err)?;
-    let owned = tags.tags().iter().any(|t| t.tag_key() == owned_tag && t.tag_value() == "owned");
+    let tags = aws
+        .kms
+        .list_resource_tags()
+        .key_id(&key_id)
+        .send()
+        .await
+        .map_err(err)?;
+    let owned = tags
+        .tags()
+        .iter()
+        .any(|t| t.tag_key() == owned_tag && t.tag_value() == "owned");
     let mut o = obs(r.key.clone(), Kind::KmsKey, key_id.clone(), owned);
     o.props.insert("enabled".into(), json!(meta.enabled()));
     o.props.insert("alias".into(), json!(has_alias));
-    let rotation = aws.kms.get_key_rotation_status().key_id(&key_id).send().await.map(|r| r.key_rotation_enabled()).unwrap_or(false);
+    let rotation = aws
+        .kms
+        .get_key_rotation_status()
+        .key_id(&key_id)
+        .send()
+        .await
+        .map(|r| r.key_rotation_enabled())
+        .unwrap_or(false);
     o.props.insert("rotation".into(), json!(rotation));
-    o.attrs.insert("arn".into(), meta.arn().unwrap_or_default().to_string());
+    o.attrs
+        .insert("arn".into(), meta.arn().unwrap_or_default().to_string());
     if has_alias {
         o.attrs.insert("alias".into(), alias.to_string());
     }
@@ -319,14 +516,37 @@ async fn observe_kms(aws: &Clients, owned_tag: &str, r: &Resource, alias: &str, 
 async fn kms_by_tag(aws: &Clients, owned_tag: &str, key: &str) -> anyhow::Result<Option<String>> {
     let mut marker = None;
     loop {
-        let page = aws.kms.list_keys().set_marker(marker.clone()).send().await.map_err(err).context("while listing KMS keys")?;
+        let page = aws
+            .kms
+            .list_keys()
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .map_err(err)
+            .context("while listing KMS keys")?;
         for k in page.keys() {
             let Some(id) = k.key_id() else { continue };
-            let Ok(tags) = aws.kms.list_resource_tags().key_id(id).send().await else { continue };
-            let has = |k: &str, v: &str| tags.tags().iter().any(|t| t.tag_key() == k && t.tag_value() == v);
+            let Ok(tags) = aws.kms.list_resource_tags().key_id(id).send().await else {
+                continue;
+            };
+            let has = |k: &str, v: &str| {
+                tags.tags()
+                    .iter()
+                    .any(|t| t.tag_key() == k && t.tag_value() == v)
+            };
             if has(owned_tag, "owned") && has(TAG_KEY, key) {
-                let d = aws.kms.describe_key().key_id(id).send().await.map_err(err)?;
-                if d.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str()) != Some("PendingDeletion") {
+                let d = aws
+                    .kms
+                    .describe_key()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                if d.key_metadata()
+                    .and_then(|m| m.key_state())
+                    .map(|s| s.as_str())
+                    != Some("PendingDeletion")
+                {
                     return Ok(Some(id.to_string()));
                 }
             }
@@ -338,17 +558,38 @@ async fn kms_by_tag(aws: &Clients, owned_tag: &str, key: &str) -> anyhow::Result
     }
 }
 
-async fn observe_role(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_role(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let role = match aws.iam.get_role().role_name(name).send().await {
         Ok(r) => r,
         Err(e) if code(&e).as_deref() == Some("NoSuchEntity") => return Ok(()),
         Err(e) => return Err(err(e)).with_context(|| format!("while reading IAM role {name}")),
     };
-    let Some(role) = role.role() else { return Ok(()) };
-    let owned = role.tags().iter().any(|t| t.key() == owned_tag && t.value() == "owned");
+    let Some(role) = role.role() else {
+        return Ok(());
+    };
+    let owned = role
+        .tags()
+        .iter()
+        .any(|t| t.key() == owned_tag && t.value() == "owned");
     let mut o = obs(r.key.clone(), Kind::IamRole, name.into(), owned);
-    o.props.insert("trust".into(), policy_json(role.assume_role_policy_document().unwrap_or_default()));
-    let policy = match aws.iam.get_role_policy().role_name(name).policy_name("cluster").send().await {
+    o.props.insert(
+        "trust".into(),
+        policy_json(role.assume_role_policy_document().unwrap_or_default()),
+    );
+    let policy = match aws
+        .iam
+        .get_role_policy()
+        .role_name(name)
+        .policy_name("cluster")
+        .send()
+        .await
+    {
         Ok(p) => policy_json(p.policy_document()),
         Err(_) => serde_json::Value::Null,
     };
@@ -358,16 +599,39 @@ async fn observe_role(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, 
     Ok(())
 }
 
-async fn observe_profile(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
-    let p = match aws.iam.get_instance_profile().instance_profile_name(name).send().await {
+async fn observe_profile(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
+    let p = match aws
+        .iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
         Ok(p) => p,
         Err(e) if code(&e).as_deref() == Some("NoSuchEntity") => return Ok(()),
-        Err(e) => return Err(err(e)).with_context(|| format!("while reading instance profile {name}")),
+        Err(e) => {
+            return Err(err(e)).with_context(|| format!("while reading instance profile {name}"));
+        }
     };
-    let Some(p) = p.instance_profile() else { return Ok(()) };
-    let owned = p.tags().iter().any(|t| t.key() == owned_tag && t.value() == "owned");
+    let Some(p) = p.instance_profile() else {
+        return Ok(());
+    };
+    let owned = p
+        .tags()
+        .iter()
+        .any(|t| t.key() == owned_tag && t.value() == "owned");
     let mut o = obs(r.key.clone(), Kind::InstanceProfile, name.into(), owned);
-    let role = p.roles().first().map(|r| r.role_name().to_string()).unwrap_or_default();
+    let role = p
+        .roles()
+        .first()
+        .map(|r| r.role_name().to_string())
+        .unwrap_or_default();
     o.props.insert("role".into(), json!(role));
     o.attrs.insert("arn".into(), p.arn().to_string());
     w.insert(o);
@@ -375,21 +639,39 @@ async fn observe_profile(aws: &Clients, owned_tag: &str, r: &Resource, name: &st
 }
 
 async fn elb_owned(aws: &Clients, owned_tag: &str, arn: &str) -> anyhow::Result<bool> {
-    let t = aws.elb.describe_tags().resource_arns(arn).send().await.map_err(err)?;
-    Ok(t.tag_descriptions().iter().flat_map(|d| d.tags()).any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned")))
+    let t = aws
+        .elb
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .map_err(err)?;
+    Ok(t.tag_descriptions()
+        .iter()
+        .flat_map(|d| d.tags())
+        .any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned")))
 }
 
-async fn observe_tg(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_tg(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let tgs = match aws.elb.describe_target_groups().names(name).send().await {
         Ok(t) => t,
         Err(e) if code(&e).as_deref() == Some("TargetGroupNotFound") => return Ok(()),
         Err(e) => return Err(err(e)).with_context(|| format!("while reading target group {name}")),
     };
-    let Some(tg) = tgs.target_groups().first() else { return Ok(()) };
+    let Some(tg) = tgs.target_groups().first() else {
+        return Ok(());
+    };
     let arn = tg.target_group_arn().unwrap_or_default().to_string();
     let owned = elb_owned(aws, owned_tag, &arn).await?;
     let mut o = obs(r.key.clone(), Kind::TargetGroup, arn.clone(), owned);
-    o.props.insert("port".into(), json!(tg.port().unwrap_or_default()));
+    o.props
+        .insert("port".into(), json!(tg.port().unwrap_or_default()));
     let hc = match tg.health_check_protocol().map(|p| p.as_str()) {
         Some("HTTPS") | Some("HTTP") => tg.health_check_path().unwrap_or_default().to_string(),
         _ => "tcp".to_string(),
@@ -400,32 +682,72 @@ async fn observe_tg(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w:
     Ok(())
 }
 
-async fn observe_lb(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_lb(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let lbs = match aws.elb.describe_load_balancers().names(name).send().await {
         Ok(t) => t,
         Err(e) if code(&e).as_deref() == Some("LoadBalancerNotFound") => return Ok(()),
-        Err(e) => return Err(err(e)).with_context(|| format!("while reading load balancer {name}")),
+        Err(e) => {
+            return Err(err(e)).with_context(|| format!("while reading load balancer {name}"));
+        }
     };
-    let Some(lb) = lbs.load_balancers().first() else { return Ok(()) };
+    let Some(lb) = lbs.load_balancers().first() else {
+        return Ok(());
+    };
     let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
     let owned = elb_owned(aws, owned_tag, &arn).await?;
     let mut o = obs(r.key.clone(), Kind::LoadBalancer, arn.clone(), owned);
-    o.props.insert("internal".into(), json!(lb.scheme().map(|s| s.as_str()) == Some("internal")));
-    let mut subnets: Vec<String> = lb.availability_zones().iter().filter_map(|z| z.subnet_id()).map(|s| w.key_of(s)).collect();
+    o.props.insert(
+        "internal".into(),
+        json!(lb.scheme().map(|s| s.as_str()) == Some("internal")),
+    );
+    let mut subnets: Vec<String> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id())
+        .map(|s| w.key_of(s))
+        .collect();
     subnets.sort();
     o.props.insert("subnets".into(), json!(subnets));
     o.attrs.insert("arn".into(), arn);
-    o.attrs.insert("dns".into(), lb.dns_name().unwrap_or_default().to_string());
-    o.attrs.insert("zone_id".into(), lb.canonical_hosted_zone_id().unwrap_or_default().to_string());
+    o.attrs
+        .insert("dns".into(), lb.dns_name().unwrap_or_default().to_string());
+    o.attrs.insert(
+        "zone_id".into(),
+        lb.canonical_hosted_zone_id()
+            .unwrap_or_default()
+            .to_string(),
+    );
     w.insert(o);
     Ok(())
 }
 
-async fn observe_listener(aws: &Clients, r: &Resource, lb: &str, port: i32, w: &mut World) -> anyhow::Result<()> {
-    let Some(lb_obs) = w.by_key.get(lb) else { return Ok(()) };
+async fn observe_listener(
+    aws: &Clients,
+    r: &Resource,
+    lb: &str,
+    port: i32,
+    w: &mut World,
+) -> anyhow::Result<()> {
+    let Some(lb_obs) = w.by_key.get(lb) else {
+        return Ok(());
+    };
     let (lb_arn, owned) = (lb_obs.id.clone(), lb_obs.owned);
-    let ls = aws.elb.describe_listeners().load_balancer_arn(&lb_arn).send().await.map_err(err)?;
-    let Some(l) = ls.listeners().iter().find(|l| l.port() == Some(port)) else { return Ok(()) };
+    let ls = aws
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(&lb_arn)
+        .send()
+        .await
+        .map_err(err)?;
+    let Some(l) = ls.listeners().iter().find(|l| l.port() == Some(port)) else {
+        return Ok(());
+    };
     let arn = l.listener_arn().unwrap_or_default().to_string();
     let mut o = obs(r.key.clone(), Kind::Listener, arn, owned);
     o.props.insert("port".into(), json!(port));
@@ -440,9 +762,22 @@ async fn observe_listener(aws: &Clients, r: &Resource, lb: &str, port: i32, w: &
     Ok(())
 }
 
-async fn observe_zone(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_zone(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let fqdn = format!("{name}.");
-    let zones = aws.r53.list_hosted_zones_by_name().dns_name(&fqdn).send().await.map_err(err).context("while listing hosted zones")?;
+    let zones = aws
+        .r53
+        .list_hosted_zones_by_name()
+        .dns_name(&fqdn)
+        .send()
+        .await
+        .map_err(err)
+        .context("while listing hosted zones")?;
     let Some(z) = zones
         .hosted_zones()
         .iter()
@@ -459,8 +794,13 @@ async fn observe_zone(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, 
         .send()
         .await
         .map_err(err)?;
-    let tag_list = tags.resource_tag_set().map(|s| s.tags().to_vec()).unwrap_or_default();
-    let owned = tag_list.iter().any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
+    let tag_list = tags
+        .resource_tag_set()
+        .map(|s| s.tags().to_vec())
+        .unwrap_or_default();
+    let owned = tag_list
+        .iter()
+        .any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
     let marked = z.config().and_then(|c| c.comment()) == Some(zone_comment(owned_tag).as_str());
     let mut o = obs(r.key.clone(), Kind::HostedZone, id, owned);
     o.adoptable = tag_list.is_empty() && marked;
@@ -470,8 +810,15 @@ async fn observe_zone(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, 
     Ok(())
 }
 
-async fn observe_record(aws: &Clients, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
-    let Some(zone) = w.by_key.get("zone") else { return Ok(()) };
+async fn observe_record(
+    aws: &Clients,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
+    let Some(zone) = w.by_key.get("zone") else {
+        return Ok(());
+    };
     let (zone_id, owned) = (zone.id.clone(), zone.owned);
     let fqdn = format!("{name}.");
     let sets = aws
@@ -495,7 +842,10 @@ async fn observe_record(aws: &Clients, r: &Resource, name: &str, w: &mut World) 
         .alias_target()
         .map(|a| (a.dns_name().to_string(), a.hosted_zone_id().to_string()))
         .unwrap_or_default();
-    o.props.insert("alias".into(), json!(dns.trim_end_matches('.').to_ascii_lowercase()));
+    o.props.insert(
+        "alias".into(),
+        json!(dns.trim_end_matches('.').to_ascii_lowercase()),
+    );
     o.attrs.insert("alias_dns".into(), dns);
     o.attrs.insert("alias_zone".into(), hz);
     o.attrs.insert("zone".into(), zone_id);
@@ -503,18 +853,34 @@ async fn observe_record(aws: &Clients, r: &Resource, name: &str, w: &mut World) 
     Ok(())
 }
 
-async fn observe_lt(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w: &mut World) -> anyhow::Result<()> {
+async fn observe_lt(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
     let lts = aws
         .ec2
         .describe_launch_templates()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("launch-template-name").values(name).build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("launch-template-name")
+                .values(name)
+                .build(),
+        )
         .send()
         .await
         .map_err(err)
         .with_context(|| format!("while reading launch template {name}"))?;
-    let Some(lt) = lts.launch_templates().first() else { return Ok(()) };
+    let Some(lt) = lts.launch_templates().first() else {
+        return Ok(());
+    };
     let id = lt.launch_template_id().unwrap_or_default().to_string();
-    let owned = lt.tags().iter().any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
+    let owned = lt
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
     let version = lt.default_version_number().unwrap_or(1);
     let mut o = obs(r.key.clone(), Kind::LaunchTemplate, id.clone(), owned);
     let vs = aws
@@ -525,15 +891,34 @@ async fn observe_lt(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w:
         .send()
         .await
         .map_err(err)?;
-    if let Some(data) = vs.launch_template_versions().first().and_then(|v| v.launch_template_data()) {
-        o.props.insert("image".into(), json!(data.image_id().unwrap_or_default()));
-        o.props.insert("instance_type".into(), json!(data.instance_type().map(|t| t.as_str()).unwrap_or_default()));
+    if let Some(data) = vs
+        .launch_template_versions()
+        .first()
+        .and_then(|v| v.launch_template_data())
+    {
+        o.props
+            .insert("image".into(), json!(data.image_id().unwrap_or_default()));
+        o.props.insert(
+            "instance_type".into(),
+            json!(data.instance_type().map(|t| t.as_str()).unwrap_or_default()),
+        );
         let ebs = data.block_device_mappings().first().and_then(|b| b.ebs());
-        o.props.insert("volume_gb".into(), json!(ebs.and_then(|e| e.volume_size()).unwrap_or_default()));
-        o.props.insert("encrypted".into(), json!(ebs.and_then(|e| e.encrypted()).unwrap_or(false)));
+        o.props.insert(
+            "volume_gb".into(),
+            json!(ebs.and_then(|e| e.volume_size()).unwrap_or_default()),
+        );
+        o.props.insert(
+            "encrypted".into(),
+            json!(ebs.and_then(|e| e.encrypted()).unwrap_or(false)),
+        );
         o.props.insert(
             "http_tokens".into(),
-            json!(data.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()).unwrap_or_default()),
+            json!(
+                data.metadata_options()
+                    .and_then(|m| m.http_tokens())
+                    .map(|t| t.as_str())
+                    .unwrap_or_default()
+            ),
         );
         let ud = data
             .user_data()
@@ -541,14 +926,22 @@ async fn observe_lt(aws: &Clients, owned_tag: &str, r: &Resource, name: &str, w:
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         o.props.insert("user_data".into(), json!(ud));
-        o.attrs.insert("image".into(), data.image_id().unwrap_or_default().to_string());
+        o.attrs.insert(
+            "image".into(),
+            data.image_id().unwrap_or_default().to_string(),
+        );
     }
     o.attrs.insert("version".into(), version.to_string());
     w.insert(o);
     Ok(())
 }
 
-async fn observe_asgs(aws: &Clients, owned_tag: &str, names: &[(String, String)], w: &mut World) -> anyhow::Result<()> {
+async fn observe_asgs(
+    aws: &Clients,
+    owned_tag: &str,
+    names: &[(String, String)],
+    w: &mut World,
+) -> anyhow::Result<()> {
     if names.is_empty() {
         return Ok(());
     }
@@ -562,15 +955,25 @@ async fn observe_asgs(aws: &Clients, owned_tag: &str, names: &[(String, String)]
         .context("while describing auto scaling groups")?;
     for g in out.auto_scaling_groups() {
         let name = g.auto_scaling_group_name().unwrap_or_default();
-        let Some((key, _)) = names.iter().find(|(_, n)| n == name) else { continue };
+        let Some((key, _)) = names.iter().find(|(_, n)| n == name) else {
+            continue;
+        };
         if g.status().is_some_and(|s| s.contains("Delete")) {
             continue;
         }
-        let owned = g.tags().iter().any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
+        let owned = g
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(owned_tag) && t.value() == Some("owned"));
         let mut o = obs(key.clone(), Kind::AutoScalingGroup, name.to_string(), owned);
-        o.props.insert("min".into(), json!(g.min_size().unwrap_or_default()));
-        o.props.insert("max".into(), json!(g.max_size().unwrap_or_default()));
-        o.props.insert("desired".into(), json!(g.desired_capacity().unwrap_or_default()));
+        o.props
+            .insert("min".into(), json!(g.min_size().unwrap_or_default()));
+        o.props
+            .insert("max".into(), json!(g.max_size().unwrap_or_default()));
+        o.props.insert(
+            "desired".into(),
+            json!(g.desired_capacity().unwrap_or_default()),
+        );
         let mut subnets: Vec<String> = g
             .vpc_zone_identifier()
             .unwrap_or_default()

@@ -75,7 +75,9 @@ pub struct Plan {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// A resource with our name exists but is not tagged as ours.
-    #[error("{key} exists ({id}) but is not tagged kubernetes.io/cluster/<name>=owned; refusing to touch it")]
+    #[error(
+        "{key} exists ({id}) but is not tagged kubernetes.io/cluster/<name>=owned; refusing to touch it"
+    )]
     NotOwned {
         /// Key.
         key: String,
@@ -93,7 +95,8 @@ impl Plan {
     /// Keep only changes of these groups (orphans are kept only without a filter).
     pub fn only(mut self, groups: &[Group]) -> Plan {
         if !groups.is_empty() {
-            self.changes.retain(|c| c.group.is_some_and(|g| groups.contains(&g)));
+            self.changes
+                .retain(|c| c.group.is_some_and(|g| groups.contains(&g)));
         }
         self
     }
@@ -118,8 +121,15 @@ impl fmt::Display for Plan {
         for c in &self.changes {
             match &c.action {
                 Action::Create => writeln!(f, "  + create  {}", c.key)?,
-                Action::Update(fields) => writeln!(f, "  ~ update  {} ({})", c.key, fields.join(", "))?,
-                Action::Replace(fields) => writeln!(f, "  ! replace {} ({}: cannot change in place)", c.key, fields.join(", "))?,
+                Action::Update(fields) => {
+                    writeln!(f, "  ~ update  {} ({})", c.key, fields.join(", "))?
+                }
+                Action::Replace(fields) => writeln!(
+                    f,
+                    "  ! replace {} ({}: cannot change in place)",
+                    c.key,
+                    fields.join(", ")
+                )?,
                 Action::Delete => writeln!(f, "  - delete  {}", c.key)?,
             }
         }
@@ -127,7 +137,10 @@ impl fmt::Display for Plan {
         if self.is_empty() {
             writeln!(f, "No changes: the cluster matches the spec.")
         } else {
-            writeln!(f, "Plan: {c} to create, {u} to update, {r} to replace, {d} to delete.")
+            writeln!(
+                f,
+                "Plan: {c} to create, {u} to update, {r} to replace, {d} to delete."
+            )
         }
     }
 }
@@ -144,7 +157,10 @@ pub fn diff(
         let action = match observed.get(&r.key) {
             None => Some(Action::Create),
             Some(o) if !o.owned && !o.adoptable => {
-                return Err(PlanError::NotOwned { key: r.key.clone(), id: o.id.clone() });
+                return Err(PlanError::NotOwned {
+                    key: r.key.clone(),
+                    id: o.id.clone(),
+                });
             }
             Some(o) => {
                 let want = r.props(spec, known);
@@ -163,14 +179,24 @@ pub fn diff(
             }
         };
         if let Some(action) = action {
-            changes.push(Change { key: r.key.clone(), kind: r.kind, group: Some(r.group), action });
+            changes.push(Change {
+                key: r.key.clone(),
+                kind: r.kind,
+                group: Some(r.group),
+                action,
+            });
         }
     }
     let wanted: std::collections::BTreeSet<&str> = desired.iter().map(|r| r.key.as_str()).collect();
     let mut deletes: Vec<Change> = observed
         .values()
         .filter(|o| o.owned && !wanted.contains(o.key.as_str()))
-        .map(|o| Change { key: o.key.clone(), kind: o.kind, group: None, action: Action::Delete })
+        .map(|o| Change {
+            key: o.key.clone(),
+            kind: o.kind,
+            group: None,
+            action: Action::Delete,
+        })
         .collect();
     changes.sort_by(|a, b| (a.kind.level(), &a.key).cmp(&(b.kind.level(), &b.key)));
     deletes.sort_by(|a, b| (b.kind.level(), &a.key).cmp(&(a.kind.level(), &b.key)));
@@ -179,8 +205,13 @@ pub fn diff(
 }
 
 /// The plan that deletes every owned resource, children first.
-pub fn destroy(observed: &BTreeMap<String, Observed>, groups: &[Group], desired: &[Resource]) -> Plan {
-    let group_of: BTreeMap<&str, Group> = desired.iter().map(|r| (r.key.as_str(), r.group)).collect();
+pub fn destroy(
+    observed: &BTreeMap<String, Observed>,
+    groups: &[Group],
+    desired: &[Resource],
+) -> Plan {
+    let group_of: BTreeMap<&str, Group> =
+        desired.iter().map(|r| (r.key.as_str(), r.group)).collect();
     let mut changes: Vec<Change> = observed
         .values()
         .filter(|o| o.owned)

@@ -240,7 +240,10 @@ fn cidr(name: &str, value: &str) -> Result<Ipv4Net, SpecError> {
     if net.trunc() != net {
         return Err(field(
             name,
-            format!("{value:?} has host bits set (did you mean {}?)", net.trunc()),
+            format!(
+                "{value:?} has host bits set (did you mean {}?)",
+                net.trunc()
+            ),
         ));
     }
     Ok(net)
@@ -287,12 +290,18 @@ impl ClusterSpec {
             ));
         }
         if let Some(r) = &raw.region
-            && (r.is_empty() || !r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
+            && (r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
         {
             return Err(field("region", format!("{r:?} is not a region name")));
         }
         if !(1..=6).contains(&raw.az_count) {
-            return Err(field("az_count", format!("{} is not in 1..=6", raw.az_count)));
+            return Err(field(
+                "az_count",
+                format!("{} is not in 1..=6", raw.az_count),
+            ));
         }
         let vpc = cidr("vpc_cidr", &raw.vpc_cidr)?;
         if !(16..=22).contains(&vpc.prefix_len()) {
@@ -304,27 +313,42 @@ impl ClusterSpec {
         let service = cidr("service_cidr", &raw.service_cidr)?;
         let pod = cidr("pod_cidr", &raw.pod_cidr)?;
         if overlaps(&service, &vpc) {
-            return Err(field("service_cidr", format!("{service} overlaps vpc_cidr {vpc}")));
+            return Err(field(
+                "service_cidr",
+                format!("{service} overlaps vpc_cidr {vpc}"),
+            ));
         }
         if overlaps(&pod, &vpc) {
             return Err(field("pod_cidr", format!("{pod} overlaps vpc_cidr {vpc}")));
         }
         if overlaps(&pod, &service) {
-            return Err(field("pod_cidr", format!("{pod} overlaps service_cidr {service}")));
+            return Err(field(
+                "pod_cidr",
+                format!("{pod} overlaps service_cidr {service}"),
+            ));
         }
-        let dns: Ipv4Addr = raw
-            .cluster_dns
-            .parse()
-            .map_err(|_| field("cluster_dns", format!("{:?} is not an IPv4 address", raw.cluster_dns)))?;
+        let dns: Ipv4Addr = raw.cluster_dns.parse().map_err(|_| {
+            field(
+                "cluster_dns",
+                format!("{:?} is not an IPv4 address", raw.cluster_dns),
+            )
+        })?;
         if !service.contains(&dns) || dns == service.network() || dns == service.broadcast() {
             return Err(field(
                 "cluster_dns",
                 format!("{dns} is not a host address inside service_cidr {service}"),
             ));
         }
-        for (name, v) in [("kubernetes_version", &raw.kubernetes_version), ("etcd_version", &raw.etcd_version)] {
+        for (name, v) in [
+            ("kubernetes_version", &raw.kubernetes_version),
+            ("etcd_version", &raw.etcd_version),
+        ] {
             let parts: Vec<&str> = v.trim_start_matches('v').split('.').collect();
-            if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit())) {
+            if parts.len() != 3
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+            {
                 return Err(field(name, format!("{v:?} is not a version like 1.2.3")));
             }
         }
@@ -336,7 +360,10 @@ impl ClusterSpec {
             .collect::<Result<Vec<_>, _>>()?;
         for (i, c) in ssh_cidrs.iter().enumerate() {
             if c.prefix_len() == 0 {
-                return Err(field(format!("ssh_cidrs[{i}]"), "SSH from 0.0.0.0/0 is refused; name your operator network"));
+                return Err(field(
+                    format!("ssh_cidrs[{i}]"),
+                    "SSH from 0.0.0.0/0 is refused; name your operator network",
+                ));
             }
         }
         let api_cidrs = raw
@@ -353,10 +380,14 @@ impl ClusterSpec {
             && private_zone.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
-                    && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && l.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             });
         if !zone_ok {
-            return Err(field("private_zone", format!("{private_zone:?} is not a DNS name")));
+            return Err(field(
+                "private_zone",
+                format!("{private_zone:?} is not a DNS name"),
+            ));
         }
         let bucket_prefix = raw
             .bucket_prefix
@@ -392,10 +423,16 @@ impl ClusterSpec {
                 return Err(field(f("min"), format!("{min} is negative")));
             }
             if max < min || max > 100 {
-                return Err(field(f("max"), format!("{max} is not in min..=100 ({min}..=100)")));
+                return Err(field(
+                    f("max"),
+                    format!("{max} is not in min..=100 ({min}..=100)"),
+                ));
             }
             if !(min..=max).contains(&desired) {
-                return Err(field(f("desired"), format!("{desired} is outside min..max ({min}..{max})")));
+                return Err(field(
+                    f("desired"),
+                    format!("{desired} is outside min..max ({min}..{max})"),
+                ));
             }
             if role == Role::PkiServer && max > 1 {
                 return Err(field(f("max"), "pki-server runs as one instance (max 1)"));
@@ -403,17 +440,38 @@ impl ClusterSpec {
             let instance_type = r
                 .and_then(|r| r.instance_type.clone())
                 .unwrap_or_else(|| dtype.to_string());
-            if instance_type.split('.').count() != 2 || instance_type.split('.').any(str::is_empty) {
-                return Err(field(f("instance_type"), format!("{instance_type:?} is not an instance type")));
+            if instance_type.split('.').count() != 2 || instance_type.split('.').any(str::is_empty)
+            {
+                return Err(field(
+                    f("instance_type"),
+                    format!("{instance_type:?} is not an instance type"),
+                ));
             }
             let volume_gb = r.and_then(|r| r.volume_gb).unwrap_or(dvol);
             if !(8..=16384).contains(&volume_gb) {
-                return Err(field(f("volume_gb"), format!("{volume_gb} is not in 8..=16384")));
+                return Err(field(
+                    f("volume_gb"),
+                    format!("{volume_gb} is not in 8..=16384"),
+                ));
             }
-            roles.insert(role, RoleSpec { min, max, desired, instance_type, volume_gb });
+            roles.insert(
+                role,
+                RoleSpec {
+                    min,
+                    max,
+                    desired,
+                    instance_type,
+                    volume_gb,
+                },
+            );
         }
         for k in raw.tags.keys() {
-            if k.is_empty() || k.len() > 127 || k.starts_with("aws:") || k.starts_with("kubernetes.io/cluster/") || k.starts_with(crate::model::TAG_PREFIX) {
+            if k.is_empty()
+                || k.len() > 127
+                || k.starts_with("aws:")
+                || k.starts_with("kubernetes.io/cluster/")
+                || k.starts_with(crate::model::TAG_PREFIX)
+            {
                 return Err(field(format!("tags.{k}"), "reserved or invalid tag key"));
             }
         }

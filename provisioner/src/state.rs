@@ -37,15 +37,24 @@ fn holder() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("pid {} on {host} since unix time {secs}", std::process::id())
+    format!(
+        "pid {} on {host} since unix time {secs}",
+        std::process::id()
+    )
 }
 
 async fn read(aws: &Clients, bucket: &str) -> anyhow::Result<Option<(State, String)>> {
     match aws.s3.get_object().bucket(bucket).key(KEY).send().await {
         Ok(o) => {
             let etag = o.e_tag().unwrap_or_default().to_string();
-            let body = o.body.collect().await.context("while reading the state object")?.into_bytes();
-            let state: State = serde_json::from_slice(&body).context("the state object is not valid JSON")?;
+            let body = o
+                .body
+                .collect()
+                .await
+                .context("while reading the state object")?
+                .into_bytes();
+            let state: State =
+                serde_json::from_slice(&body).context("the state object is not valid JSON")?;
             Ok(Some((state, etag)))
         }
         Err(e) if code(&e).as_deref() == Some("NoSuchKey") => Ok(None),
@@ -53,9 +62,20 @@ async fn read(aws: &Clients, bucket: &str) -> anyhow::Result<Option<(State, Stri
     }
 }
 
-async fn write(aws: &Clients, bucket: &str, state: &State, etag: Option<&str>) -> anyhow::Result<String> {
+async fn write(
+    aws: &Clients,
+    bucket: &str,
+    state: &State,
+    etag: Option<&str>,
+) -> anyhow::Result<String> {
     let body = serde_json::to_vec_pretty(state)?;
-    let req = aws.s3.put_object().bucket(bucket).key(KEY).body(body.into()).content_type("application/json");
+    let req = aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(KEY)
+        .body(body.into())
+        .content_type("application/json");
     let req = match etag {
         Some(e) => req.if_match(e),
         None => req.if_none_match("*"),
@@ -63,7 +83,9 @@ async fn write(aws: &Clients, bucket: &str, state: &State, etag: Option<&str>) -
     match req.send().await {
         Ok(o) => Ok(o.e_tag().unwrap_or_default().to_string()),
         Err(e) if code(&e).as_deref() == Some("PreconditionFailed") => {
-            bail!("another provisioner changed the state object at the same time (lost the conditional put); retry when it has finished")
+            bail!(
+                "another provisioner changed the state object at the same time (lost the conditional put); retry when it has finished"
+            )
         }
         Err(e) => Err(err(e)).context("while writing the state object"),
     }
@@ -77,17 +99,27 @@ pub async fn acquire(aws: &Clients, bucket: &str) -> anyhow::Result<Lock> {
         None => (State::default(), None),
     };
     if let Some(h) = &state.lock {
-        bail!("the cluster is locked by another provisioner ({h}); if none is running, run `provisioner unlock`");
+        bail!(
+            "the cluster is locked by another provisioner ({h}); if none is running, run `provisioner unlock`"
+        );
     }
     state.serial += 1;
     state.lock = Some(me);
     let etag = write(aws, bucket, &state, etag.as_deref()).await?;
-    Ok(Lock { bucket: bucket.to_string(), etag, state })
+    Ok(Lock {
+        bucket: bucket.to_string(),
+        etag,
+        state,
+    })
 }
 
 impl Lock {
     /// Release the lock, recording `last`.
-    pub async fn release(mut self, aws: &Clients, last: Option<serde_json::Value>) -> anyhow::Result<()> {
+    pub async fn release(
+        mut self,
+        aws: &Clients,
+        last: Option<serde_json::Value>,
+    ) -> anyhow::Result<()> {
         self.state.serial += 1;
         self.state.lock = None;
         if last.is_some() {
@@ -100,7 +132,9 @@ impl Lock {
 
 /// Clear a lock left by a provisioner that died.
 pub async fn force_unlock(aws: &Clients, bucket: &str) -> anyhow::Result<Option<String>> {
-    let Some((mut state, etag)) = read(aws, bucket).await? else { return Ok(None) };
+    let Some((mut state, etag)) = read(aws, bucket).await? else {
+        return Ok(None);
+    };
     let was = state.lock.take();
     if was.is_some() {
         state.serial += 1;

@@ -15,7 +15,10 @@ fn run(spec: &str, args: &[&str]) -> (std::process::Output, bool) {
         .arg("--spec")
         .arg(&path)
         .args(args)
-        .env("AWS_ENDPOINT_URL", format!("http://{}", aws.local_addr().unwrap()))
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://{}", aws.local_addr().unwrap()),
+        )
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -29,10 +32,22 @@ fn run(spec: &str, args: &[&str]) -> (std::process::Output, bool) {
 #[test]
 fn invalid_specs_are_refused_naming_the_field_before_any_aws_call() {
     for (spec, field) in [
-        ("name = \"demo\"\n[roles.worker]\ndesired = 9\n", "roles.worker.desired"),
-        ("name = \"demo\"\npod_cidr = \"10.240.0.0/17\"\n", "pod_cidr"),
-        ("name = \"demo\"\nservice_cidr = \"10.240.8.0/24\"\n", "service_cidr"),
-        ("name = \"demo\"\n[roles.gateway]\nmin = 1\n", "roles.gateway"),
+        (
+            "name = \"demo\"\n[roles.worker]\ndesired = 9\n",
+            "roles.worker.desired",
+        ),
+        (
+            "name = \"demo\"\npod_cidr = \"10.240.0.0/17\"\n",
+            "pod_cidr",
+        ),
+        (
+            "name = \"demo\"\nservice_cidr = \"10.240.8.0/24\"\n",
+            "service_cidr",
+        ),
+        (
+            "name = \"demo\"\n[roles.gateway]\nmin = 1\n",
+            "roles.gateway",
+        ),
         ("name = \"Bad_Name\"\n", "name"),
     ] {
         for cmd in [&["plan"][..], &["apply"], &["destroy", "--yes"]] {
@@ -48,7 +63,10 @@ fn invalid_specs_are_refused_naming_the_field_before_any_aws_call() {
 #[test]
 fn local_target_is_a_placeholder_for_now() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, contacted) = run("name = \"demo\"\n", &["apply", "--local", dir.path().to_str().unwrap()]);
+    let (out, contacted) = run(
+        "name = \"demo\"\n",
+        &["apply", "--local", dir.path().to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("local target: see issue #7"));
     assert!(!contacted);
@@ -57,7 +75,12 @@ fn local_target_is_a_placeholder_for_now() {
 #[test]
 fn unknown_only_group_is_refused() {
     let (out, contacted) = run("name = \"demo\"\n", &["apply", "--only", "vpc,dns"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown group \"dns\""));
     assert!(!contacted);
 }

@@ -13,16 +13,47 @@ const SPEC: &str = "name = \"demo\"\nregion = \"us-east-1\"\nssh_cidrs = [\"192.
 const OWNER: &str = "kubernetes.io/cluster/demo";
 
 fn owned() -> Filter {
-    Filter::builder().name(format!("tag:{OWNER}")).values("owned").build()
+    Filter::builder()
+        .name(format!("tag:{OWNER}"))
+        .values("owned")
+        .build()
 }
 
 /// Number of resources of each EC2 kind tagged as owned by the cluster.
 async fn owned_ec2(p: &Provisioner) -> Vec<(&'static str, usize)> {
     let ec2 = &p.aws.ec2;
-    let vpcs = ec2.describe_vpcs().filters(owned()).send().await.unwrap().vpcs().len();
-    let subnets = ec2.describe_subnets().filters(owned()).send().await.unwrap().subnets().len();
-    let igws = ec2.describe_internet_gateways().filters(owned()).send().await.unwrap().internet_gateways().len();
-    let eips = ec2.describe_addresses().filters(owned()).send().await.unwrap().addresses().len();
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .len();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .len();
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .internet_gateways()
+        .len();
+    let eips = ec2
+        .describe_addresses()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .addresses()
+        .len();
     let nats = ec2
         .describe_nat_gateways()
         .filter(owned())
@@ -33,8 +64,22 @@ async fn owned_ec2(p: &Provisioner) -> Vec<(&'static str, usize)> {
         .iter()
         .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
         .count();
-    let rts = ec2.describe_route_tables().filters(owned()).send().await.unwrap().route_tables().len();
-    let sgs = ec2.describe_security_groups().filters(owned()).send().await.unwrap().security_groups().len();
+    let rts = ec2
+        .describe_route_tables()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+        .len();
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .len();
     let lts = ec2
         .describe_launch_templates()
         .filters(owned())
@@ -66,16 +111,26 @@ const FULL_EC2: [(&str, usize); 8] = [
     ("launch template", 4),
 ];
 
-fn ingress(g: &aws_sdk_ec2::types::SecurityGroup, names: &std::collections::BTreeMap<String, String>) -> BTreeSet<String> {
+fn ingress(
+    g: &aws_sdk_ec2::types::SecurityGroup,
+    names: &std::collections::BTreeMap<String, String>,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for p in g.ip_permissions() {
-        let port = format!("{}:{}", p.ip_protocol().unwrap_or_default(), p.from_port().unwrap_or(-1));
+        let port = format!(
+            "{}:{}",
+            p.ip_protocol().unwrap_or_default(),
+            p.from_port().unwrap_or(-1)
+        );
         for r in p.ip_ranges() {
             out.insert(format!("{port} from {}", r.cidr_ip().unwrap_or_default()));
         }
         for u in p.user_id_group_pairs() {
             let id = u.group_id().unwrap_or_default();
-            out.insert(format!("{port} from {}", names.get(id).cloned().unwrap_or(id.to_string())));
+            out.insert(format!(
+                "{port} from {}",
+                names.get(id).cloned().unwrap_or(id.to_string())
+            ));
         }
     }
     out
@@ -87,42 +142,99 @@ async fn check_everything_applied(p: &Provisioner) {
     // VPC and subnets: CIDRs from the spec, one subnet per role per AZ.
     let vpc = ec2.describe_vpcs().filters(owned()).send().await.unwrap();
     assert_eq!(vpc.vpcs()[0].cidr_block(), Some("10.240.0.0/16"));
-    let subnets = ec2.describe_subnets().filters(owned()).send().await.unwrap();
-    let mut cidrs: Vec<String> = subnets.subnets().iter().map(|s| s.cidr_block().unwrap().to_string()).collect();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap();
+    let mut cidrs: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .map(|s| s.cidr_block().unwrap().to_string())
+        .collect();
     cidrs.sort();
-    let mut want: Vec<String> = (0..5).flat_map(|t| (0..3).map(move |a| (t, a))).map(|(t, a)| p.spec.subnet_cidr(t, a).to_string()).collect();
+    let mut want: Vec<String> = (0..5)
+        .flat_map(|t| (0..3).map(move |a| (t, a)))
+        .map(|(t, a)| p.spec.subnet_cidr(t, a).to_string())
+        .collect();
     want.sort();
     assert_eq!(cidrs, want);
     assert!(cidrs.contains(&"10.240.0.0/21".to_string()), "{cidrs:?}");
-    let azs: BTreeSet<&str> = subnets.subnets().iter().filter_map(|s| s.availability_zone()).collect();
+    let azs: BTreeSet<&str> = subnets
+        .subnets()
+        .iter()
+        .filter_map(|s| s.availability_zone())
+        .collect();
     assert_eq!(azs.len(), 3);
     for s in subnets.subnets() {
-        let tag = |k: &str| s.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).map(str::to_string);
+        let tag = |k: &str| {
+            s.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
         assert_eq!(tag("kube-aws-pki:component").as_deref(), Some("vpc"));
-        assert_eq!(tag("team").as_deref(), Some("pki"), "extra tags on every resource");
-        let public = tag("kube-aws-pki:resource").unwrap().starts_with("subnet/lb/");
-        assert_eq!(s.map_public_ip_on_launch(), Some(public), "private topology: only lb subnets are public");
+        assert_eq!(
+            tag("team").as_deref(),
+            Some("pki"),
+            "extra tags on every resource"
+        );
+        let public = tag("kube-aws-pki:resource")
+            .unwrap()
+            .starts_with("subnet/lb/");
+        assert_eq!(
+            s.map_public_ip_on_launch(),
+            Some(public),
+            "private topology: only lb subnets are public"
+        );
     }
     // Security groups: least-open rules.
-    let sgs = ec2.describe_security_groups().filters(owned()).send().await.unwrap();
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(owned())
+        .send()
+        .await
+        .unwrap();
     let names: std::collections::BTreeMap<String, String> = sgs
         .security_groups()
         .iter()
-        .map(|g| (g.group_id().unwrap().to_string(), g.group_name().unwrap().to_string()))
+        .map(|g| {
+            (
+                g.group_id().unwrap().to_string(),
+                g.group_name().unwrap().to_string(),
+            )
+        })
         .collect();
     let rules = |name: &str| {
-        let g = sgs.security_groups().iter().find(|g| g.group_name() == Some(name)).expect(name);
+        let g = sgs
+            .security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some(name))
+            .expect(name);
         ingress(g, &names)
     };
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(
         rules("demo-etcd"),
-        set(&["tcp:2379 from demo-controller", "tcp:2379 from demo-etcd", "tcp:2380 from demo-etcd", "tcp:22 from 192.0.2.0/24"])
+        set(&[
+            "tcp:2379 from demo-controller",
+            "tcp:2379 from demo-etcd",
+            "tcp:2380 from demo-etcd",
+            "tcp:22 from 192.0.2.0/24"
+        ])
     );
-    assert_eq!(rules("demo-pki-server"), set(&["tcp:8200 from 10.240.0.0/16", "tcp:22 from 192.0.2.0/24"]));
+    assert_eq!(
+        rules("demo-pki-server"),
+        set(&["tcp:8200 from 10.240.0.0/16", "tcp:22 from 192.0.2.0/24"])
+    );
     for g in sgs.security_groups() {
         for r in ingress(g, &names) {
-            assert!(!(r.starts_with("tcp:22 ") && r.ends_with("0.0.0.0/0")), "SSH open to the world: {r}");
+            assert!(
+                !(r.starts_with("tcp:22 ") && r.ends_with("0.0.0.0/0")),
+                "SSH open to the world: {r}"
+            );
         }
     }
     // Launch templates: Flatcar image, IMDSv2, encrypted volume, Ignition user data.
@@ -135,23 +247,65 @@ async fn check_everything_applied(p: &Provisioner) {
             .send()
             .await
             .unwrap();
-        let data = v.launch_template_versions()[0].launch_template_data().unwrap();
-        assert_eq!(data.image_id(), Some(NEWEST_FLATCAR), "{name}: newest stable x86_64 Flatcar");
-        assert_eq!(data.metadata_options().unwrap().http_tokens().unwrap().as_str(), "required", "{name}");
+        let data = v.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap();
+        assert_eq!(
+            data.image_id(),
+            Some(NEWEST_FLATCAR),
+            "{name}: newest stable x86_64 Flatcar"
+        );
+        assert_eq!(
+            data.metadata_options()
+                .unwrap()
+                .http_tokens()
+                .unwrap()
+                .as_str(),
+            "required",
+            "{name}"
+        );
         let ebs = data.block_device_mappings()[0].ebs().unwrap();
         assert_eq!(ebs.encrypted(), Some(true), "{name}");
-        assert_eq!(ebs.volume_size(), Some(p.spec.role(role).volume_gb), "{name}");
-        assert_eq!(data.instance_type().unwrap().as_str(), p.spec.role(role).instance_type, "{name}");
-        assert_eq!(data.iam_instance_profile().unwrap().name(), Some(name.as_str()));
-        let ud = base64::engine::general_purpose::STANDARD.decode(data.user_data().unwrap()).unwrap();
+        assert_eq!(
+            ebs.volume_size(),
+            Some(p.spec.role(role).volume_gb),
+            "{name}"
+        );
+        assert_eq!(
+            data.instance_type().unwrap().as_str(),
+            p.spec.role(role).instance_type,
+            "{name}"
+        );
+        assert_eq!(
+            data.iam_instance_profile().unwrap().name(),
+            Some(name.as_str())
+        );
+        let ud = base64::engine::general_purpose::STANDARD
+            .decode(data.user_data().unwrap())
+            .unwrap();
         let ign: serde_json::Value = serde_json::from_slice(&ud).unwrap();
-        assert!(ign["ignition"]["version"].as_str().unwrap().starts_with("3."), "{name}");
+        assert!(
+            ign["ignition"]["version"]
+                .as_str()
+                .unwrap()
+                .starts_with("3."),
+            "{name}"
+        );
         let text = String::from_utf8(ud).unwrap();
         if role == Role::PkiServer {
-            assert!(text.contains("--kms-key-id alias/demo-pki-unseal"), "{name}");
-            assert!(text.contains("--storage s3://kube-aws-pki-demo-pki/pki"), "{name}");
+            assert!(
+                text.contains("--kms-key-id alias/demo-pki-unseal"),
+                "{name}"
+            );
+            assert!(
+                text.contains("--storage s3://kube-aws-pki-demo-pki/pki"),
+                "{name}"
+            );
         } else {
-            assert!(text.contains(&format!("node-client fetch-cert --role {}", role.name())), "{name}");
+            assert!(
+                text.contains(&format!("node-client fetch-cert --role {}", role.name())),
+                "{name}"
+            );
         }
     }
     // Auto scaling groups: sizes from the spec, spread over the role's subnets.
@@ -171,46 +325,170 @@ async fn check_everything_applied(p: &Provisioner) {
         let name = g.auto_scaling_group_name().unwrap();
         let role = Role::from_name(name.trim_start_matches("demo-")).unwrap();
         let r = p.spec.role(role);
-        assert_eq!((g.min_size(), g.max_size(), g.desired_capacity()), (Some(r.min), Some(r.max), Some(r.desired)), "{name}");
-        assert_eq!(g.vpc_zone_identifier().unwrap().split(',').count(), 3, "{name}");
-        assert!(g.tags().iter().any(|t| t.key() == Some(OWNER) && t.value() == Some("owned") && t.propagate_at_launch() == Some(true)));
+        assert_eq!(
+            (g.min_size(), g.max_size(), g.desired_capacity()),
+            (Some(r.min), Some(r.max), Some(r.desired)),
+            "{name}"
+        );
+        assert_eq!(
+            g.vpc_zone_identifier().unwrap().split(',').count(),
+            3,
+            "{name}"
+        );
+        assert!(g.tags().iter().any(|t| t.key() == Some(OWNER)
+            && t.value() == Some("owned")
+            && t.propagate_at_launch() == Some(true)));
         let tgs = g.target_group_arns().len();
-        assert_eq!(tgs, usize::from(matches!(role, Role::PkiServer | Role::Controller)), "{name}");
+        assert_eq!(
+            tgs,
+            usize::from(matches!(role, Role::PkiServer | Role::Controller)),
+            "{name}"
+        );
     }
     // Buckets: versioning, encryption, public access blocked.
-    for b in ["kube-aws-pki-demo-pki", "kube-aws-pki-demo-config", "kube-aws-pki-demo-logs"] {
-        let v = p.aws.s3.get_bucket_versioning().bucket(b).send().await.unwrap();
+    for b in [
+        "kube-aws-pki-demo-pki",
+        "kube-aws-pki-demo-config",
+        "kube-aws-pki-demo-logs",
+    ] {
+        let v = p
+            .aws
+            .s3
+            .get_bucket_versioning()
+            .bucket(b)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"), "{b}");
-        let pab = p.aws.s3.get_public_access_block().bucket(b).send().await.unwrap();
-        assert_eq!(pab.public_access_block_configuration().unwrap().block_public_policy(), Some(true), "{b}");
-        p.aws.s3.get_bucket_encryption().bucket(b).send().await.unwrap();
+        let pab = p
+            .aws
+            .s3
+            .get_public_access_block()
+            .bucket(b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            pab.public_access_block_configuration()
+                .unwrap()
+                .block_public_policy(),
+            Some(true),
+            "{b}"
+        );
+        p.aws
+            .s3
+            .get_bucket_encryption()
+            .bucket(b)
+            .send()
+            .await
+            .unwrap();
     }
     // IAM: pki-server may use its bucket and the key; nodes may not.
-    let pki_policy = p.aws.iam.get_role_policy().role_name("demo-pki-server").policy_name("cluster").send().await.unwrap();
+    let pki_policy = p
+        .aws
+        .iam
+        .get_role_policy()
+        .role_name("demo-pki-server")
+        .policy_name("cluster")
+        .send()
+        .await
+        .unwrap();
     let doc = provisioner::aws::policy_json(pki_policy.policy_document());
     let text = doc.to_string();
-    assert!(text.contains("arn:aws:s3:::kube-aws-pki-demo-pki/*") && text.contains("arn:aws:kms:"), "{text}");
-    let worker = p.aws.iam.get_role_policy().role_name("demo-worker").policy_name("cluster").send().await.unwrap();
+    assert!(
+        text.contains("arn:aws:s3:::kube-aws-pki-demo-pki/*") && text.contains("arn:aws:kms:"),
+        "{text}"
+    );
+    let worker = p
+        .aws
+        .iam
+        .get_role_policy()
+        .role_name("demo-worker")
+        .policy_name("cluster")
+        .send()
+        .await
+        .unwrap();
     let text = provisioner::aws::policy_json(worker.policy_document()).to_string();
-    assert!(!text.contains("kms") && !text.contains("demo-pki/"), "{text}");
+    assert!(
+        !text.contains("kms") && !text.contains("demo-pki/"),
+        "{text}"
+    );
     // Load balancers: internal pki NLB with an HTTPS health check on /v1/sys/health:8200.
-    let tg = p.aws.elb.describe_target_groups().names("demo-pki").send().await.unwrap();
+    let tg = p
+        .aws
+        .elb
+        .describe_target_groups()
+        .names("demo-pki")
+        .send()
+        .await
+        .unwrap();
     let tg = &tg.target_groups()[0];
-    assert_eq!((tg.port(), tg.health_check_path(), tg.health_check_port()), (Some(8200), Some("/v1/sys/health"), Some("8200")));
-    let lbs = p.aws.elb.describe_load_balancers().names("demo-pki").names("demo-api").send().await.unwrap();
-    let scheme = |n: &str| lbs.load_balancers().iter().find(|l| l.load_balancer_name() == Some(n)).unwrap().scheme().unwrap().as_str().to_string();
+    assert_eq!(
+        (tg.port(), tg.health_check_path(), tg.health_check_port()),
+        (Some(8200), Some("/v1/sys/health"), Some("8200"))
+    );
+    let lbs = p
+        .aws
+        .elb
+        .describe_load_balancers()
+        .names("demo-pki")
+        .names("demo-api")
+        .send()
+        .await
+        .unwrap();
+    let scheme = |n: &str| {
+        lbs.load_balancers()
+            .iter()
+            .find(|l| l.load_balancer_name() == Some(n))
+            .unwrap()
+            .scheme()
+            .unwrap()
+            .as_str()
+            .to_string()
+    };
     assert_eq!(scheme("demo-pki"), "internal");
     assert_eq!(scheme("demo-api"), "internet-facing");
     // Route53: private zone with pki and api records.
-    let zones = p.aws.r53.list_hosted_zones_by_name().dns_name("demo.cluster.internal.").send().await.unwrap();
-    let zone = zones.hosted_zones().iter().find(|z| z.name() == "demo.cluster.internal.").unwrap();
+    let zones = p
+        .aws
+        .r53
+        .list_hosted_zones_by_name()
+        .dns_name("demo.cluster.internal.")
+        .send()
+        .await
+        .unwrap();
+    let zone = zones
+        .hosted_zones()
+        .iter()
+        .find(|z| z.name() == "demo.cluster.internal.")
+        .unwrap();
     assert!(zone.config().unwrap().private_zone());
-    let sets = p.aws.r53.list_resource_record_sets().hosted_zone_id(zone.id()).send().await.unwrap();
-    let names: BTreeSet<&str> = sets.resource_record_sets().iter().filter(|s| s.r#type().as_str() == "A").map(|s| s.name()).collect();
-    assert_eq!(names, BTreeSet::from(["api.demo.cluster.internal.", "pki.demo.cluster.internal."]));
+    let sets = p
+        .aws
+        .r53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone.id())
+        .send()
+        .await
+        .unwrap();
+    let names: BTreeSet<&str> = sets
+        .resource_record_sets()
+        .iter()
+        .filter(|s| s.r#type().as_str() == "A")
+        .map(|s| s.name())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["api.demo.cluster.internal.", "pki.demo.cluster.internal."])
+    );
     // KMS key for auto-unseal.
     let aliases = p.aws.kms.list_aliases().send().await.unwrap();
-    assert!(aliases.aliases().iter().any(|a| a.alias_name() == Some("alias/demo-pki-unseal")));
+    assert!(
+        aliases
+            .aliases()
+            .iter()
+            .any(|a| a.alias_name() == Some("alias/demo-pki-unseal"))
+    );
 }
 
 #[tokio::test]
@@ -227,7 +505,12 @@ async fn apply_creates_everything_and_a_second_apply_makes_no_mutating_call() {
     p.aws.recorder.reset();
     let again = p.apply(&[]).await.unwrap();
     assert!(again.is_empty(), "second apply planned changes:\n{again}");
-    assert_eq!(p.aws.recorder.mutations(), 0, "second apply sent {:?}", p.aws.recorder.log());
+    assert_eq!(
+        p.aws.recorder.mutations(),
+        0,
+        "second apply sent {:?}",
+        p.aws.recorder.log()
+    );
     let plan = p.plan(&[]).await.unwrap();
     assert!(plan.is_empty(), "plan after apply:\n{plan}");
 }
@@ -237,10 +520,19 @@ async fn changing_worker_desired_is_exactly_one_change_and_one_call() {
     let Some(moto) = Moto::start() else { return };
     let p = moto.provisioner(SPEC).await;
     p.apply(&[]).await.unwrap();
-    let changed = moto.provisioner(&format!("{SPEC}[roles.worker]\ndesired = 4\n")).await;
+    let changed = moto
+        .provisioner(&format!("{SPEC}[roles.worker]\ndesired = 4\n"))
+        .await;
     let plan = changed.plan(&[]).await.unwrap();
-    let got: Vec<(&str, &Action)> = plan.changes.iter().map(|c| (c.key.as_str(), &c.action)).collect();
-    assert_eq!(got, vec![("asg/worker", &Action::Update(vec!["desired".to_string()]))]);
+    let got: Vec<(&str, &Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.key.as_str(), &c.action))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("asg/worker", &Action::Update(vec!["desired".to_string()]))]
+    );
     changed.apply(&[]).await.unwrap();
     let calls: Vec<String> = changed
         .aws
@@ -251,7 +543,14 @@ async fn changing_worker_desired_is_exactly_one_change_and_one_call() {
         .collect();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].ends_with("UpdateAutoScalingGroup"), "{calls:?}");
-    let g = changed.aws.asg.describe_auto_scaling_groups().auto_scaling_group_names("demo-worker").send().await.unwrap();
+    let g = changed
+        .aws
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("demo-worker")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(g.auto_scaling_groups()[0].desired_capacity(), Some(4));
     assert!(changed.plan(&[]).await.unwrap().is_empty());
 }
@@ -263,7 +562,13 @@ async fn only_applies_the_named_groups() {
     p.apply(&[Group::S3, Group::Kms]).await.unwrap();
     let plan = p.plan(&[]).await.unwrap();
     assert!(plan.changes.iter().all(|c| c.action == Action::Create));
-    assert!(!plan.changes.iter().any(|c| c.key.starts_with("bucket/") || c.key.starts_with("kms/")), "{plan}");
+    assert!(
+        !plan
+            .changes
+            .iter()
+            .any(|c| c.key.starts_with("bucket/") || c.key.starts_with("kms/")),
+        "{plan}"
+    );
     assert!(plan.changes.iter().any(|c| c.key == "vpc"));
     assert!(p.plan(&[Group::S3]).await.unwrap().is_empty());
 }
@@ -273,36 +578,117 @@ async fn destroy_leaves_nothing_tagged_owned() {
     let Some(moto) = Moto::start() else { return };
     let p = moto.provisioner(SPEC).await;
     // Someone else's bucket and VPC in the same account are never touched.
-    p.aws.s3.create_bucket().bucket("not-ours").send().await.unwrap();
-    let foreign = p.aws.ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+    p.aws
+        .s3
+        .create_bucket()
+        .bucket("not-ours")
+        .send()
+        .await
+        .unwrap();
+    let foreign = p
+        .aws
+        .ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap();
     let foreign = foreign.vpc().unwrap().vpc_id().unwrap().to_string();
     p.apply(&[]).await.unwrap();
     p.destroy().await.unwrap();
     let none: Vec<(&str, usize)> = FULL_EC2.iter().map(|(k, _)| (*k, 0)).collect();
     assert_eq!(owned_ec2(&p).await, none);
-    let groups = p.aws.asg.describe_auto_scaling_groups().send().await.unwrap();
+    let groups = p
+        .aws
+        .asg
+        .describe_auto_scaling_groups()
+        .send()
+        .await
+        .unwrap();
     assert!(groups.auto_scaling_groups().is_empty());
-    assert!(p.aws.elb.describe_load_balancers().send().await.unwrap().load_balancers().is_empty());
-    assert!(p.aws.elb.describe_target_groups().send().await.unwrap().target_groups().is_empty());
+    assert!(
+        p.aws
+            .elb
+            .describe_load_balancers()
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()
+            .is_empty()
+    );
+    assert!(
+        p.aws
+            .elb
+            .describe_target_groups()
+            .send()
+            .await
+            .unwrap()
+            .target_groups()
+            .is_empty()
+    );
     let roles = p.aws.iam.list_roles().send().await.unwrap();
-    assert!(!roles.roles().iter().any(|r| r.role_name().starts_with("demo-")));
-    assert!(p.aws.iam.list_instance_profiles().send().await.unwrap().instance_profiles().is_empty());
+    assert!(
+        !roles
+            .roles()
+            .iter()
+            .any(|r| r.role_name().starts_with("demo-"))
+    );
+    assert!(
+        p.aws
+            .iam
+            .list_instance_profiles()
+            .send()
+            .await
+            .unwrap()
+            .instance_profiles()
+            .is_empty()
+    );
     let buckets = p.aws.s3.list_buckets().send().await.unwrap();
     let names: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
     assert_eq!(names, vec!["not-ours"]);
     let zones = p.aws.r53.list_hosted_zones().send().await.unwrap();
     assert!(zones.hosted_zones().is_empty());
     let aliases = p.aws.kms.list_aliases().send().await.unwrap();
-    assert!(!aliases.aliases().iter().any(|a| a.alias_name() == Some("alias/demo-pki-unseal")));
+    assert!(
+        !aliases
+            .aliases()
+            .iter()
+            .any(|a| a.alias_name() == Some("alias/demo-pki-unseal"))
+    );
     for k in p.aws.kms.list_keys().send().await.unwrap().keys() {
-        let d = p.aws.kms.describe_key().key_id(k.key_id().unwrap()).send().await.unwrap();
-        assert_eq!(d.key_metadata().unwrap().key_state().unwrap().as_str(), "PendingDeletion", "a live key is left");
+        let d = p
+            .aws
+            .kms
+            .describe_key()
+            .key_id(k.key_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            d.key_metadata().unwrap().key_state().unwrap().as_str(),
+            "PendingDeletion",
+            "a live key is left"
+        );
     }
-    let vpcs = p.aws.ec2.describe_vpcs().vpc_ids(&foreign).send().await.unwrap();
+    let vpcs = p
+        .aws
+        .ec2
+        .describe_vpcs()
+        .vpc_ids(&foreign)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(vpcs.vpcs().len(), 1, "the foreign VPC survives");
     // Nothing left: a second destroy has nothing to do, a plan creates everything again.
     assert!(p.destroy().await.unwrap().is_empty());
-    assert!(p.plan(&[]).await.unwrap().changes.iter().all(|c| c.action == Action::Create));
+    assert!(
+        p.plan(&[])
+            .await
+            .unwrap()
+            .changes
+            .iter()
+            .all(|c| c.action == Action::Create)
+    );
 }
 
 #[tokio::test]
@@ -311,13 +697,19 @@ async fn an_apply_cut_off_midway_converges_when_run_again() {
     let p = moto.provisioner(SPEC).await;
     for cut in [3, 40, 90] {
         p.aws.recorder.fail_after(Some(cut));
-        let e = p.apply(&[]).await.expect_err("the injected failure stops apply");
+        let e = p
+            .apply(&[])
+            .await
+            .expect_err("the injected failure stops apply");
         assert!(format!("{e:#}").contains("injected failure"), "{e:#}");
         p.aws.recorder.fail_after(None);
         // The cut-off run could not release its lock (its writes failed too),
         // exactly as if the process had died: the next apply refuses, unlock clears it.
         if let Err(e) = p.apply(&[]).await {
-            assert!(format!("{e:#}").contains("locked by another provisioner"), "{e:#}");
+            assert!(
+                format!("{e:#}").contains("locked by another provisioner"),
+                "{e:#}"
+            );
             assert!(p.unlock().await.unwrap().is_some());
         }
     }
@@ -333,13 +725,26 @@ async fn two_concurrent_lock_attempts_have_one_winner() {
     let p = moto.provisioner(SPEC).await;
     p.apply(&[Group::S3]).await.unwrap();
     let bucket = "kube-aws-pki-demo-config";
-    let (a, b) = tokio::join!(provisioner::state::acquire(&p.aws, bucket), provisioner::state::acquire(&p.aws, bucket));
+    let (a, b) = tokio::join!(
+        provisioner::state::acquire(&p.aws, bucket),
+        provisioner::state::acquire(&p.aws, bucket)
+    );
     assert!(a.is_ok() != b.is_ok(), "exactly one wins: {a:?} {b:?}");
     let held = a.or(b).unwrap();
-    let e = provisioner::state::acquire(&p.aws, bucket).await.expect_err("held");
-    assert!(format!("{e:#}").contains("locked by another provisioner"), "{e:#}");
+    let e = provisioner::state::acquire(&p.aws, bucket)
+        .await
+        .expect_err("held");
+    assert!(
+        format!("{e:#}").contains("locked by another provisioner"),
+        "{e:#}"
+    );
     let e = p.apply(&[]).await.expect_err("apply waits for nobody");
     assert!(format!("{e:#}").contains("locked"), "{e:#}");
     held.release(&p.aws, None).await.unwrap();
-    provisioner::state::acquire(&p.aws, bucket).await.unwrap().release(&p.aws, None).await.unwrap();
+    provisioner::state::acquire(&p.aws, bucket)
+        .await
+        .unwrap()
+        .release(&p.aws, None)
+        .await
+        .unwrap();
 }

@@ -24,8 +24,15 @@ pub fn venv_tool(name: &str) -> Option<PathBuf> {
     if p.exists() {
         return Some(p);
     }
-    assert!(!required(), "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)", p.display());
-    eprintln!("SKIPPED: {} not found; run tests/harness.sh setup", p.display());
+    assert!(
+        !required(),
+        "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
+        p.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not found; run tests/harness.sh setup",
+        p.display()
+    );
     None
 }
 
@@ -55,13 +62,37 @@ impl Moto {
             })
         };
         let list = serde_json::json!([
-            ami("ami-0f1a7ca2000000001", "Flatcar-stable-4230.2.3-hvm", "2026-01-10T00:00:00.000Z", "x86_64"),
-            ami(NEWEST_FLATCAR, "Flatcar-stable-4459.2.1-hvm", "2026-10-01T00:00:00.000Z", "x86_64"),
-            ami("ami-0f1a7ca2000000003", "Flatcar-stable-4459.2.1-hvm-arm64", "2026-10-02T00:00:00.000Z", "arm64"),
-            ami("ami-0f1a7ca2000000004", "Flatcar-beta-4500.0.0-hvm", "2026-11-01T00:00:00.000Z", "x86_64"),
+            ami(
+                "ami-0f1a7ca2000000001",
+                "Flatcar-stable-4230.2.3-hvm",
+                "2026-01-10T00:00:00.000Z",
+                "x86_64"
+            ),
+            ami(
+                NEWEST_FLATCAR,
+                "Flatcar-stable-4459.2.1-hvm",
+                "2026-10-01T00:00:00.000Z",
+                "x86_64"
+            ),
+            ami(
+                "ami-0f1a7ca2000000003",
+                "Flatcar-stable-4459.2.1-hvm-arm64",
+                "2026-10-02T00:00:00.000Z",
+                "arm64"
+            ),
+            ami(
+                "ami-0f1a7ca2000000004",
+                "Flatcar-beta-4500.0.0-hvm",
+                "2026-11-01T00:00:00.000Z",
+                "x86_64"
+            ),
         ]);
         std::fs::write(&amis, serde_json::to_vec(&list).unwrap()).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_AMIS_PATH", &amis)
@@ -77,17 +108,26 @@ impl Moto {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("moto_server exited early: {st}");
             }
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Moto { child, _dir: dir, endpoint: format!("http://127.0.0.1:{port}") })
+        Some(Moto {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
     }
 
     pub async fn sdk(&self) -> aws_config::SdkConfig {
         provisioner::aws::loader()
             .endpoint_url(&self.endpoint)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
             .load()
             .await
     }

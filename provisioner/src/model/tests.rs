@@ -2,8 +2,16 @@ use super::*;
 
 fn env() -> Env {
     Env {
-        azs: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into(), "us-east-1d".into()],
-        images: Role::ALL.iter().map(|r| (*r, "ami-12345678".to_string())).collect(),
+        azs: vec![
+            "us-east-1a".into(),
+            "us-east-1b".into(),
+            "us-east-1c".into(),
+            "us-east-1d".into(),
+        ],
+        images: Role::ALL
+            .iter()
+            .map(|r| (*r, "ami-12345678".to_string()))
+            .collect(),
     }
 }
 
@@ -40,7 +48,18 @@ fn private_topology_has_nat_and_a_private_route_table() {
     let spec = ClusterSpec::parse("name = \"demo\"\n").expect("spec");
     let d = desired(&spec, &env()).expect("model");
     let keys: Vec<&str> = d.iter().map(|r| r.key.as_str()).collect();
-    for k in ["vpc", "igw", "nat", "eip/nat", "rtb/private", "rtb/public", "zone", "lb/pki", "record/api", "asg/worker"] {
+    for k in [
+        "vpc",
+        "igw",
+        "nat",
+        "eip/nat",
+        "rtb/private",
+        "rtb/public",
+        "zone",
+        "lb/pki",
+        "record/api",
+        "asg/worker",
+    ] {
         assert!(keys.contains(&k), "{k} missing");
     }
     assert_eq!(d.iter().filter(|r| r.kind == Kind::Subnet).count(), 15);
@@ -57,7 +76,11 @@ fn etcd_accepts_clients_only_from_controllers_and_itself() {
     let p = etcd.props(&spec, &Known::new());
     assert_eq!(
         p["ingress"],
-        json!(["tcp 2379..2379 sg:sg/controller", "tcp 2379..2379 sg:sg/etcd", "tcp 2380..2380 sg:sg/etcd"])
+        json!([
+            "tcp 2379..2379 sg:sg/controller",
+            "tcp 2379..2379 sg:sg/etcd",
+            "tcp 2380..2380 sg:sg/etcd"
+        ])
     );
     let all: String = d
         .iter()
@@ -70,8 +93,18 @@ fn etcd_accepts_clients_only_from_controllers_and_itself() {
 #[test]
 fn rule_text_round_trips() {
     for r in [
-        Rule { protocol: "tcp".into(), from: 22, to: 22, source: Source::Cidr("192.0.2.0/24".into()) },
-        Rule { protocol: "-1".into(), from: -1, to: -1, source: Source::Group("sg/worker".into()) },
+        Rule {
+            protocol: "tcp".into(),
+            from: 22,
+            to: 22,
+            source: Source::Cidr("192.0.2.0/24".into()),
+        },
+        Rule {
+            protocol: "-1".into(),
+            from: -1,
+            to: -1,
+            source: Source::Group("sg/worker".into()),
+        },
     ] {
         assert_eq!(Rule::parse(&r.canonical()), Some(r));
     }

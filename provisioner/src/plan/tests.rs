@@ -6,7 +6,10 @@ fn setup(extra: &str) -> (ClusterSpec, Vec<Resource>) {
     let spec = ClusterSpec::parse(&format!("name = \"demo\"\n{extra}")).expect("spec");
     let env = Env {
         azs: vec!["a".into(), "b".into(), "c".into()],
-        images: Role::ALL.iter().map(|r| (*r, "ami-1".to_string())).collect(),
+        images: Role::ALL
+            .iter()
+            .map(|r| (*r, "ami-1".to_string()))
+            .collect(),
     };
     let d = desired(&spec, &env).expect("model");
     (spec, d)
@@ -30,12 +33,20 @@ fn world(spec: &ClusterSpec, d: &[Resource]) -> BTreeMap<String, Observed> {
         .collect()
 }
 
-fn check(extra: &str, mutate: impl Fn(&mut BTreeMap<String, Observed>), expected: &[(&str, Action)]) {
+fn check(
+    extra: &str,
+    mutate: impl Fn(&mut BTreeMap<String, Observed>),
+    expected: &[(&str, Action)],
+) {
     let (spec, d) = setup(extra);
     let mut w = world(&spec, &d);
     mutate(&mut w);
     let plan = diff(&spec, &d, &w, &Known::new()).expect("plan");
-    let got: Vec<(&str, Action)> = plan.changes.iter().map(|c| (c.key.as_str(), c.action.clone())).collect();
+    let got: Vec<(&str, Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.action.clone()))
+        .collect();
     assert_eq!(got, expected);
 }
 
@@ -46,30 +57,48 @@ fn nothing_to_do_when_aws_matches() {
 
 #[test]
 fn changed_desired_capacity_is_one_update() {
-    check("[roles.worker]\ndesired = 3\n", |w| {
-        w.get_mut("asg/worker").expect("asg").props.insert("desired".into(), serde_json::json!(2));
-    }, &[("asg/worker", Action::Update(vec!["desired".into()]))]);
+    check(
+        "[roles.worker]\ndesired = 3\n",
+        |w| {
+            w.get_mut("asg/worker")
+                .expect("asg")
+                .props
+                .insert("desired".into(), serde_json::json!(2));
+        },
+        &[("asg/worker", Action::Update(vec!["desired".into()]))],
+    );
 }
 
 #[test]
 fn missing_resources_are_created_in_level_order() {
-    check("", |w| {
-        w.remove("vpc");
-        w.remove("asg/etcd");
-    }, &[("vpc", Action::Create), ("asg/etcd", Action::Create)]);
+    check(
+        "",
+        |w| {
+            w.remove("vpc");
+            w.remove("asg/etcd");
+        },
+        &[("vpc", Action::Create), ("asg/etcd", Action::Create)],
+    );
 }
 
 #[test]
 fn changed_subnet_cidr_needs_a_replace_and_orphans_are_deleted() {
-    check("", |w| {
-        w.get_mut("subnet/lb/0").expect("subnet").props.insert("cidr".into(), serde_json::json!("10.240.9.0/24"));
-        let mut orphan = w["subnet/lb/0"].clone();
-        orphan.key = "subnet/lb/5".into();
-        w.insert(orphan.key.clone(), orphan);
-    }, &[
-        ("subnet/lb/0", Action::Replace(vec!["cidr".into()])),
-        ("subnet/lb/5", Action::Delete),
-    ]);
+    check(
+        "",
+        |w| {
+            w.get_mut("subnet/lb/0")
+                .expect("subnet")
+                .props
+                .insert("cidr".into(), serde_json::json!("10.240.9.0/24"));
+            let mut orphan = w["subnet/lb/0"].clone();
+            orphan.key = "subnet/lb/5".into();
+            w.insert(orphan.key.clone(), orphan);
+        },
+        &[
+            ("subnet/lb/0", Action::Replace(vec!["cidr".into()])),
+            ("subnet/lb/5", Action::Delete),
+        ],
+    );
 }
 
 #[test]

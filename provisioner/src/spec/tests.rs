@@ -3,7 +3,9 @@ use super::*;
 /// Parse `extra` appended to a minimal spec; Ok(()) or the error text.
 fn check(extra: &str, expected: Result<(), &str>) {
     let text = format!("name = \"demo\"\n{extra}");
-    let got = ClusterSpec::parse(&text).map(|_| ()).map_err(|e| e.to_string());
+    let got = ClusterSpec::parse(&text)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     match (got, expected) {
         (Ok(()), Ok(())) => {}
         (Err(e), Err(want)) => assert!(e.contains(want), "error {e:?} does not contain {want:?}"),
@@ -34,8 +36,14 @@ fn defaults_follow_the_issue() {
 #[test]
 fn invalid_specs_are_refused_naming_the_field() {
     check("", Ok(()));
-    check("[roles.worker]\ndesired = 7\n", Err("`roles.worker.desired`"));
-    check("[roles.worker]\nmin = 3\nmax = 2\n", Err("`roles.worker.max`"));
+    check(
+        "[roles.worker]\ndesired = 7\n",
+        Err("`roles.worker.desired`"),
+    );
+    check(
+        "[roles.worker]\nmin = 3\nmax = 2\n",
+        Err("`roles.worker.max`"),
+    );
     check("[roles.bastion]\nmin = 1\n", Err("`roles.bastion`"));
     check("pod_cidr = \"10.240.128.0/17\"\n", Err("`pod_cidr`"));
     check("service_cidr = \"10.240.0.0/24\"\n", Err("`service_cidr`"));
@@ -48,15 +56,32 @@ fn invalid_specs_are_refused_naming_the_field() {
     check("az_count = 0\n", Err("`az_count`"));
     check("topology = \"hybrid\"\n", Err("topology"));
     check("colour = \"blue\"\n", Err("colour"));
-    check("[roles.pki-server]\nmax = 2\ndesired = 2\n", Err("`roles.pki-server.max`"));
-    check("[tags]\n\"kubernetes.io/cluster/x\" = \"owned\"\n", Err("`tags.kubernetes.io/cluster/x`"));
+    check(
+        "[roles.pki-server]\nmax = 2\ndesired = 2\n",
+        Err("`roles.pki-server.max`"),
+    );
+    check(
+        "[tags]\n\"kubernetes.io/cluster/x\" = \"owned\"\n",
+        Err("`tags.kubernetes.io/cluster/x`"),
+    );
     check("[ami]\nid = \"flatcar\"\n", Err("`ami.id`"));
-    check("kubernetes_version = \"latest\"\n", Err("`kubernetes_version`"));
+    check(
+        "kubernetes_version = \"latest\"\n",
+        Err("`kubernetes_version`"),
+    );
 }
 
 #[test]
 fn bad_names_are_refused() {
-    for name in ["", "Demo", "1demo", "demo-", "de--mo", "a-very-long-cluster-name-x", "demo_1"] {
+    for name in [
+        "",
+        "Demo",
+        "1demo",
+        "demo-",
+        "de--mo",
+        "a-very-long-cluster-name-x",
+        "demo_1",
+    ] {
         let err = ClusterSpec::parse(&format!("name = {name:?}\n")).expect_err(name);
         assert!(err.to_string().contains("`name`"), "{name}: {err}");
     }
@@ -64,7 +89,8 @@ fn bad_names_are_refused() {
 
 #[test]
 fn subnets_do_not_overlap_and_stay_in_the_vpc() {
-    let s = ClusterSpec::parse("name = \"demo\"\naz_count = 6\nvpc_cidr = \"10.1.0.0/22\"\n").expect("spec");
+    let s = ClusterSpec::parse("name = \"demo\"\naz_count = 6\nvpc_cidr = \"10.1.0.0/22\"\n")
+        .expect("spec");
     let mut all = Vec::new();
     for tier in 0..5 {
         for az in 0..6 {

@@ -133,6 +133,26 @@ pub fn kms_alias(spec: &ClusterSpec) -> String {
     format!("alias/{}-pki-unseal", spec.name)
 }
 
+/// The `X-Vault-AWS-IAM-Server-ID` value: pki-server's DNS name. The profile's
+/// auth/aws config requires it (`profile_vars`) and nodes sign it (`login_args`).
+pub fn aws_server_id(spec: &ClusterSpec) -> String {
+    pki_dns(spec)
+}
+
+/// `apply-profile` variables that tie the profile's auth/aws config to this cluster.
+fn profile_vars(spec: &ClusterSpec) -> String {
+    let mut v = format!("--var aws_iam_server_id={}", aws_server_id(spec));
+    if let Some(r) = &spec.region {
+        v.push_str(&format!(" --var aws_region={r}"));
+    }
+    v
+}
+
+/// How a node logs in: IAM login with its instance profile (no token on the node).
+fn login_args(spec: &ClusterSpec) -> String {
+    format!("--auth aws --aws-server-id {}", aws_server_id(spec))
+}
+
 /// The Ignition config of `role`.
 pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     let (pki_bucket, config_bucket, _) = buckets(spec);
@@ -209,8 +229,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         l("Type=oneshot"),
                         l("Environment=VAULT_ADDR=https://127.0.0.1:8200 VAULT_CACERT=/var/lib/pki-server/tls/ca.pem"),
                         format!(
-                            "ExecStart=/bin/sh -c 'VAULT_TOKEN=$(cat /etc/pki-server/profile-token) exec /opt/bin/pki-server apply-profile --dir /etc/pki-server/policies --cluster {}'",
-                            spec.name
+                            "ExecStart=/bin/sh -c 'VAULT_TOKEN=$(cat /etc/pki-server/profile-token) exec /opt/bin/pki-server apply-profile --dir /etc/pki-server/policies --cluster {} {}'",
+                            spec.name,
+                            profile_vars(spec)
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),
@@ -448,12 +469,16 @@ mod tests {
                     .iter()
                     .find(|u| u["name"] == "node-client-fetch.service")
                     .expect("fetch unit");
-                assert!(
-                    fetch["contents"]
-                        .as_str()
-                        .expect("contents")
-                        .contains(&format!("node-client fetch-cert --role {}", role.name()))
-                );
+                let text = fetch["contents"].as_str().expect("contents");
+                assert!(text.contains(&format!("node-client fetch-cert --role {} --auth aws --aws-server-id pki.", role.name())), "{text}");
+                assert!(!text.contains("token"), "{text}");
+            } else {
+                let profile = units
+                    .iter()
+                    .find(|u| u["name"] == "pki-server-profile.service")
+                    .expect("profile unit");
+                let text = profile["contents"].as_str().expect("contents");
+                assert!(text.contains(&format!("--var aws_iam_server_id={}", aws_server_id(&spec))), "{text}");
             }
         }
     }

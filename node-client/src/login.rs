@@ -211,7 +211,7 @@ impl AwsLogin {
     }
 }
 
-/// The credential error's own text, without its source chain.
+/// The credential error with its causes (none of them carries a secret).
 fn aws_sdk_error_text(e: &aws_credential_types::provider::error::CredentialsError) -> String {
     use std::error::Error as _;
     let mut s = e.to_string();

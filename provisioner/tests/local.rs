@@ -227,6 +227,7 @@ fn token_paths(dir: &Path) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let call = |m: &str, path: &str, body: Option<serde_json::Value>| {
+            let path = path.to_string();
             let mut r = http
                 .request(
                     reqwest::Method::from_bytes(m.as_bytes()).unwrap(),

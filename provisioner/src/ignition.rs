@@ -300,8 +300,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         l("RemainAfterExit=true"),
                         l("EnvironmentFile=/etc/node-client/env"),
                         format!(
-                            "ExecStart=/opt/bin/node-client fetch-cert --role {}",
-                            role.name()
+                            "ExecStart=/opt/bin/node-client fetch-cert --role {} {}",
+                            role.name(),
+                            login_args(spec)
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),
@@ -327,8 +328,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                     vec![
                         l("EnvironmentFile=/etc/node-client/env"),
                         format!(
-                            "ExecStart=/opt/bin/node-client renew --role {}",
-                            role.name()
+                            "ExecStart=/opt/bin/node-client renew --role {} {}",
+                            role.name(),
+                            login_args(spec)
                         ),
                         l("Restart=always"),
                         l("RestartSec=30"),
@@ -470,7 +472,13 @@ mod tests {
                     .find(|u| u["name"] == "node-client-fetch.service")
                     .expect("fetch unit");
                 let text = fetch["contents"].as_str().expect("contents");
-                assert!(text.contains(&format!("node-client fetch-cert --role {} --auth aws --aws-server-id pki.", role.name())), "{text}");
+                assert!(
+                    text.contains(&format!(
+                        "node-client fetch-cert --role {} --auth aws --aws-server-id pki.",
+                        role.name()
+                    )),
+                    "{text}"
+                );
                 assert!(!text.contains("token"), "{text}");
             } else {
                 let profile = units
@@ -478,7 +486,10 @@ mod tests {
                     .find(|u| u["name"] == "pki-server-profile.service")
                     .expect("profile unit");
                 let text = profile["contents"].as_str().expect("contents");
-                assert!(text.contains(&format!("--var aws_iam_server_id={}", aws_server_id(&spec))), "{text}");
+                assert!(
+                    text.contains(&format!("--var aws_iam_server_id={}", aws_server_id(&spec))),
+                    "{text}"
+                );
             }
         }
     }

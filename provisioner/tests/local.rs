@@ -164,7 +164,10 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     }
     for node in ["etcd-0", "controller-0", "worker-1", "operator-0"] {
         let jwt = dir.join("nodes").join(node).join("login.jwt");
-        assert_eq!(std::fs::metadata(&jwt).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&jwt).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(std::fs::read_to_string(&jwt).unwrap().split('.').count(), 3);
     }
     let key = std::fs::metadata(dir.join("jwt/signing.key")).unwrap();

@@ -131,7 +131,7 @@ impl TestApp {
 #[path = "../../../tests/support/aws.rs"]
 pub mod aws;
 use aws::wait_port;
-pub use aws::{Moto, free_port, required, venv, venv_tool};
+pub use aws::{Moto, free_port, required, venv_tool};
 
 impl Moto {
     /// SDK config pointing at this moto (set in code: no process env changes).

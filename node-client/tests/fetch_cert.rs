@@ -877,7 +877,7 @@ async fn aws_login_gets_the_instances_own_kubelet_certificates_and_nothing_else(
     assert_eq!(kc.common_name, format!("system:node:{}", n1.dns));
     let ks = info(&out, "kubelet.crt");
     assert_eq!(ks.common_name, format!("system:node:{}", n1.dns));
-    assert_eq!(ks.dns_names, [n1.dns.clone()]);
+    assert_eq!(ks.dns_names, std::slice::from_ref(&n1.dns));
     // The role refuses IP SANs on kubelet serving certificates (docs/security.md).
     assert!(ks.ip_addresses.is_empty());
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -946,7 +946,7 @@ async fn jwt_login_pins_the_node_name_and_an_expired_token_is_refused() {
         .with_token(zeroize::Zeroizing::new(s.root.clone()));
     let steps = pki_server::profile::Profile::load(&policies())
         .unwrap()
-        .plan_with_keys(CLUSTER, &BTreeMap::new(), &[signer.pem.clone()])
+        .plan_with_keys(CLUSTER, &BTreeMap::new(), std::slice::from_ref(&signer.pem))
         .unwrap();
     let lines = pki_server::commands::apply_steps(&c, &steps).await.unwrap();
     assert!(

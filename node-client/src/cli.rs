@@ -1,15 +1,21 @@
 //! The command line: `fetch-cert`, `renew [--watch]`, `status`, `files`.
 //!
+//! The token comes from `--auth token` (a token file or VAULT_TOKEN) or from
+//! a login (`--auth aws`, `--auth jwt`; see [`crate::login`]); `renew --watch`
+//! renews it and logs in again when renewal fails or stops extending it.
+//!
 //! Exit codes say which step failed: 2 configuration (profile, role, CA file,
-//! token), 3 the server refused (4xx, final), 4 the server stayed unavailable
-//! until the deadline, 5 writing the files, 6 a reload command (the files
-//! were written).
+//! token, credentials), 3 the server refused (4xx, final; a refused login
+//! too), 4 the server stayed unavailable until the deadline, 5 writing the
+//! files, 6 a reload command (the files were written).
 
 use crate::client::{Client, ClientError};
 use crate::fetch::{self, FetchError, Options};
 use crate::inspect;
+use crate::login::Session;
+use crate::login::{AwsLogin, Login, LoginError, Method};
 use crate::profile::{DEFAULT_PKI_DIR, Node, Profile, Request};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,12 +61,48 @@ struct Server {
     /// The server's CA certificate (PEM). TLS verification is never skipped.
     #[arg(long = "ca-cert", env = "VAULT_CACERT")]
     ca_cert: Option<PathBuf>,
-    /// A file holding the token (else VAULT_TOKEN).
+    /// How the node gets its token: `token` (--token-file or VAULT_TOKEN),
+    /// `aws` (IAM login with the instance's own AWS credentials), `jwt`
+    /// (login with the JWT in --jwt-file).
+    #[arg(long, value_enum, env = "NODE_CLIENT_AUTH", default_value_t = AuthKind::Token)]
+    auth: AuthKind,
+    /// Where the login method is mounted (default: `aws` or `jwt`).
+    #[arg(long = "auth-mount", env = "NODE_CLIENT_AUTH_MOUNT")]
+    auth_mount: Option<String>,
+    /// The login role (default: the node role, --role).
+    #[arg(long = "auth-role", env = "NODE_CLIENT_AUTH_ROLE")]
+    auth_role: Option<String>,
+    /// --auth jwt: the file holding the JWT (re-read at every login).
+    #[arg(long = "jwt-file", env = "NODE_CLIENT_JWT_FILE")]
+    jwt_file: Option<PathBuf>,
+    /// --auth aws: the X-Vault-AWS-IAM-Server-ID value the server requires (signed).
+    #[arg(long = "aws-server-id", env = "NODE_CLIENT_AWS_SERVER_ID")]
+    aws_server_id: Option<String>,
+    /// --auth aws: the STS endpoint to sign for (default: AWS_ENDPOINT_URL_STS,
+    /// AWS_ENDPOINT_URL, else https://sts.amazonaws.com).
+    #[arg(long = "aws-sts-endpoint")]
+    aws_sts_endpoint: Option<String>,
+    /// --auth aws: the region to sign for (default: us-east-1 for the global
+    /// endpoint, else AWS_REGION / the SDK's region).
+    #[arg(long = "aws-sts-region")]
+    aws_sts_region: Option<String>,
+    /// --auth token: a file holding the token (else VAULT_TOKEN).
     #[arg(long = "token-file", env = "NODE_CLIENT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Keep retrying an unavailable or sealed server this long (seconds).
     #[arg(long, default_value_t = 600)]
     deadline: u64,
+}
+
+/// Where the token comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthKind {
+    /// A token file or VAULT_TOKEN.
+    Token,
+    /// auth/aws IAM login.
+    Aws,
+    /// auth/jwt login.
+    Jwt,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +189,20 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+fn exit_for_login(e: &LoginError) -> u8 {
+    match e {
+        LoginError::Request {
+            source: ClientError::Refused { .. },
+            ..
+        } => EXIT_REFUSED,
+        LoginError::Request {
+            source: ClientError::Unavailable { .. },
+            ..
+        } => EXIT_UNAVAILABLE,
+        LoginError::Request { .. } | LoginError::Config(_) => EXIT_CONFIG,
+    }
+}
+
 fn exit_for(e: &FetchError) -> u8 {
     match e {
         FetchError::Request {
@@ -199,14 +255,69 @@ fn read_token(s: &Server) -> Result<Zeroizing<String>, String> {
     Ok(t)
 }
 
-fn client(s: &Server) -> Result<Client, String> {
+/// The login to use, or None for `--auth token`.
+fn login_settings(s: &Server, node_role: &str) -> Result<Option<Login>, String> {
+    let mount = |default: &str| {
+        s.auth_mount
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+            .trim_matches('/')
+            .to_string()
+    };
+    let role = s.auth_role.clone().unwrap_or_else(|| node_role.to_string());
+    let login = match s.auth {
+        AuthKind::Token => return Ok(None),
+        AuthKind::Jwt => Login {
+            mount: mount("jwt"),
+            role,
+            method: Method::Jwt {
+                file: s
+                    .jwt_file
+                    .clone()
+                    .ok_or("--auth jwt needs --jwt-file (or NODE_CLIENT_JWT_FILE)")?,
+            },
+        },
+        AuthKind::Aws => Login {
+            mount: mount("aws"),
+            role,
+            method: Method::Aws(AwsLogin {
+                server_id: s.aws_server_id.clone().filter(|v| !v.is_empty()),
+                sts_endpoint: s.aws_sts_endpoint.clone(),
+                sts_region: s.aws_sts_region.clone(),
+            }),
+        },
+    };
+    if login.mount.is_empty() || login.role.is_empty() {
+        return Err("--auth-mount and --auth-role must not be empty".into());
+    }
+    Ok(Some(login))
+}
+
+/// A client with its token: read (`--auth token`) or from a login.
+async fn client(s: &Server, login: Option<&Login>) -> Result<(Client, Option<Session>), ExitCode> {
     let ca = match &s.ca_cert {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("CA file {}: {e}", p.display()))?),
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| fail(EXIT_CONFIG, format!("CA file {}: {e}", p.display())))?,
+        ),
         None => None,
     };
-    let mut c = Client::new(&s.addr, ca.as_deref(), read_token(s)?).map_err(|e| e.to_string())?;
+    let token = match login {
+        None => read_token(s).map_err(|e| fail(EXIT_CONFIG, e))?,
+        Some(_) => Zeroizing::new(String::new()),
+    };
+    let mut c = Client::new(&s.addr, ca.as_deref(), token).map_err(|e| fail(EXIT_CONFIG, e))?;
     c.deadline = Duration::from_secs(s.deadline);
-    Ok(c)
+    let session = match login {
+        None => None,
+        Some(l) => {
+            let session = l.run(&c).await.map_err(|e| fail(exit_for_login(&e), e))?;
+            tracing::info!(mount = %l.mount, role = %l.role, ttl = session.ttl, "logged in");
+            c.set_token(session.token.clone());
+            Some(session)
+        }
+    };
+    Ok((c, session))
 }
 
 fn host_name() -> String {
@@ -275,9 +386,13 @@ async fn fetch_cert(a: FetchArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let c = match client(&a.server) {
-        Ok(c) => c,
+    let login = match login_settings(&a.server, &a.id.role) {
+        Ok(l) => l,
         Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let (c, _) = match client(&a.server, login.as_ref()).await {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let mut opts = p.opts.clone();
     opts.force = a.force;
@@ -292,9 +407,13 @@ async fn renew(a: RenewArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let mut c = match client(&a.server) {
-        Ok(c) => c,
+    let login = match login_settings(&a.server, &a.id.role) {
+        Ok(l) => l,
         Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let (mut c, mut session) = match client(&a.server, login.as_ref()).await {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     if !a.watch {
         return match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
@@ -303,24 +422,32 @@ async fn renew(a: RenewArgs) -> ExitCode {
         };
     }
     // Watch: never exit on a failed round; the next one retries.
-    let mut token_due = 0i64;
+    let mut token_due = match &session {
+        None => 0i64,
+        Some(s) if s.ttl == 0 => i64::MAX,
+        Some(s) => fetch::now() + (s.ttl / 2).max(1) as i64,
+    };
     let mut failures = 0u32;
     loop {
         // The token file may have been replaced (a fresh login).
-        if a.server.token_file.is_some()
+        if login.is_none()
+            && a.server.token_file.is_some()
             && let Ok(t) = read_token(&a.server)
         {
             c.set_token(t);
         }
         let now = fetch::now();
         if now >= token_due {
-            token_due = match renew_token(&c).await {
-                Ok(Some(ttl)) => now + (ttl / 2).max(1),
-                Ok(None) => i64::MAX,
-                Err(e) => {
-                    tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
-                    now + 60
-                }
+            token_due = match &login {
+                None => match renew_token(&c).await {
+                    Ok(Some(ttl)) => now + (ttl / 2).max(1),
+                    Ok(None) => i64::MAX,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
+                        now + 60
+                    }
+                },
+                Some(l) => keep_login_token(&mut c, l, &mut session).await,
             };
         }
         let wait = match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
@@ -344,6 +471,52 @@ async fn renew(a: RenewArgs) -> ExitCode {
         };
         let wait = wait.min((token_due - fetch::now()).max(1));
         tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+    }
+}
+
+/// Keep a login's token alive: renew it while renewal still extends it,
+/// log in again when renewal fails or the token nears its max TTL. When the
+/// next check is due (Unix seconds).
+async fn keep_login_token(c: &mut Client, l: &Login, session: &mut Option<Session>) -> i64 {
+    let now = fetch::now();
+    if let Some(s) = session.as_ref() {
+        if s.ttl == 0 {
+            return i64::MAX;
+        }
+        if s.renewable {
+            match c.renew_self().await {
+                Ok(ttl) => {
+                    if let Some(next) = crate::schedule::token_renewal(s.ttl, ttl) {
+                        return now + next as i64;
+                    }
+                    tracing::info!(ttl, "the token nears its max TTL; logging in again");
+                }
+                Err(ClientError::Refused { status, .. }) => {
+                    tracing::info!(status, "token renewal refused; logging in again");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
+                    return now + 60;
+                }
+            }
+        }
+    }
+    match l.run(c).await {
+        Ok(s) => {
+            tracing::info!(mount = %l.mount, role = %l.role, ttl = s.ttl, "logged in");
+            c.set_token(s.token.clone());
+            let next = if s.ttl == 0 {
+                i64::MAX
+            } else {
+                now + (s.ttl / 2).max(1) as i64
+            };
+            *session = Some(s);
+            next
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "login failed; retrying in a minute");
+            now + 60
+        }
     }
 }
 

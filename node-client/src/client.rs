@@ -131,8 +131,11 @@ impl Client {
             let mut req = self
                 .http
                 .request(method.clone(), format!("{}/v1/{path}", self.addr))
-                .header("X-Vault-Token", self.token.as_str())
                 .header("X-Vault-Request", "true");
+            // A login has no token yet.
+            if !self.token.is_empty() {
+                req = req.header("X-Vault-Token", self.token.as_str());
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -234,6 +237,23 @@ impl Client {
         let v = self.call(reqwest::Method::POST, path, Some(body)).await?;
         serde_json::from_value(v["data"].clone())
             .map_err(|e| ClientError::Config(format!("unexpected answer from {path}: {e}")))
+    }
+
+    /// `POST auth/<mount>/login` (no token sent); the whole answer (`auth`).
+    pub async fn login(&self, mount: &str, body: &Value) -> Result<Value, ClientError> {
+        let anonymous = Self {
+            http: self.http.clone(),
+            addr: self.addr.clone(),
+            token: Zeroizing::new(String::new()),
+            deadline: self.deadline,
+        };
+        anonymous
+            .call(
+                reqwest::Method::POST,
+                &format!("auth/{mount}/login"),
+                Some(body),
+            )
+            .await
     }
 
     /// `POST auth/token/renew-self`; returns the new TTL in seconds.

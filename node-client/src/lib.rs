@@ -10,6 +10,9 @@
 //!   so a reader never sees a new certificate beside an old key, even if the
 //!   writer is killed half-way.
 //! - [`client`]: the Vault calls with retries, and local key + CSR generation.
+//! - [`login`]: the token from a machine identity (`auth/aws` IAM login with
+//!   the instance's credentials, `auth/jwt` with a JWT file) instead of a
+//!   token on disk.
 //! - [`inspect`]: reading certificates and keys back.
 //! - [`schedule`]: when to renew, how long to back off.
 //! - [`units`]: the systemd units the provisioner places on nodes.
@@ -19,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod fetch;
 pub mod inspect;
+pub mod login;
 pub mod profile;
 pub mod schedule;
 pub mod store;

@@ -24,9 +24,36 @@ pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64, rand: f64) -> u64 {
     ((top as f64) * rand.clamp(0.0, 1.0)).max(1.0) as u64
 }
 
+/// What to do with a login token after `renew-self` answered `renewed_ttl`
+/// seconds for a token that had `issued_ttl` at login: log in again when it
+/// can no longer be extended to half its first lifetime (it nears its max
+/// TTL) or has less than a minute left; otherwise renew again at half the
+/// new TTL (`Some(seconds from now)`).
+pub fn token_renewal(issued_ttl: u64, renewed_ttl: u64) -> Option<u64> {
+    if renewed_ttl < 60 || renewed_ttl < issued_ttl / 2 {
+        None
+    } else {
+        Some((renewed_ttl / 2).max(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_again_when_renewal_stops_extending_the_token() {
+        for (issued, renewed, want) in [
+            (3600, 3600, Some(1800)),
+            (3600, 1800, Some(900)),
+            (3600, 1799, None),
+            (3600, 30, None),
+            (100, 59, None),
+            (100, 60, Some(30)),
+        ] {
+            assert_eq!(token_renewal(issued, renewed), want, "{issued} {renewed}");
+        }
+    }
 
     #[test]
     fn renews_at_two_thirds_with_bounded_jitter() {

@@ -9,10 +9,18 @@
 //!   certificate writes to and reads from, and a worker's cannot reach;
 //!   with 30-second certificates `renew --watch` replaces them before expiry,
 //!   runs the reload command, and etcd keeps serving past the first expiry;
-//! - a server that is down at start, and then sealed, is waited out.
+//! - a server that is down at start, and then sealed, is waited out;
+//! - `--auth aws` against moto: an instance of the worker IAM role (instance
+//!   profile, credentials from AssumeRole with the instance id as session
+//!   name) logs in and gets its own kubelet certificates; asking for another
+//!   node's name is refused (exit 3) and nothing is written;
+//! - `--auth jwt`: a valid JWT logs in and pins the node name; an expired one
+//!   is refused with exit 3.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/support/aws.rs"]
+mod aws;
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
 #[path = "../../tests/e2e/harness.rs"]
@@ -22,7 +30,9 @@ mod support;
 
 use harness::Server;
 use node_client::inspect;
-use serde_json::json;
+use node_client::profile::Profile;
+use serde_json::{Value, json};
+use std::os::unix::fs::OpenOptionsExt;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -514,4 +524,249 @@ async fn fetch_waits_for_a_server_that_starts_late_and_sealed() {
         "system:node:worker-1"
     );
     srv.stop().await;
+}
+
+// ------------------------------------------------------------ logins
+
+/// node-client with no token at all: only a login can give it one.
+fn login_cmd(s: &Setup, args: &[&str]) -> Command {
+    let mut c = node_client(&s.srv.addr, &s.ca(), Path::new("/nonexistent"), args);
+    c.env_remove("NODE_CLIENT_TOKEN_FILE");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("AWS_") || k.starts_with("NODE_CLIENT_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[tokio::test]
+async fn aws_login_gets_the_instances_own_kubelet_certificates_and_nothing_else() {
+    let Some(moto) = aws::Moto::start() else {
+        return;
+    };
+    let m = moto.endpoint.as_str();
+    let admin = aws::Creds::admin();
+    // What the provisioner creates: role and instance profile <cluster>-worker,
+    // instances tagged with the cluster and role.
+    let name = format!("{CLUSTER}-worker");
+    let role_arn = aws::create_role(m, &admin, &name).await;
+    aws::create_instance_profile(m, &admin, &name).await;
+    let tags = [
+        ("kube-aws-pki/role", "worker"),
+        ("kube-aws-pki/cluster", CLUSTER),
+    ];
+    let n1 = aws::instance(m, &admin, &name, &role_arn, &tags).await;
+    let n2 = aws::instance(m, &admin, &name, &role_arn, &tags).await;
+    assert_ne!(n1.dns, n2.dns);
+
+    let s = Setup::new().await;
+    // The profile enabled auth/aws with its roles; point it at moto.
+    let (st, v) = s
+        .srv
+        .call(
+            reqwest::Method::POST,
+            "auth/aws/config/client",
+            Some(&s.root),
+            Some(json!({
+                "sts_endpoint": m,
+                "sts_region": "us-east-1",
+                "endpoint": m,
+                "access_key": "testing",
+                "secret_key": "testing",
+            })),
+        )
+        .await;
+    assert_eq!(st, 204, "{v}");
+    let server_id = "pki.kubecluster.cluster.internal"; // the profile's default
+    let node = |n: &aws::Instance, node_name: &str, out: &Path, id: &str| {
+        let mut c = login_cmd(
+            &s,
+            &args(
+                "worker",
+                node_name,
+                out,
+                &[
+                    "--ip",
+                    &n.ip,
+                    "--auth",
+                    "aws",
+                    "--aws-server-id",
+                    id,
+                    "--deadline",
+                    "20",
+                ],
+            ),
+        );
+        c.env("AWS_ACCESS_KEY_ID", &n.creds.access)
+            .env("AWS_SECRET_ACCESS_KEY", &n.creds.secret)
+            .env("AWS_SESSION_TOKEN", n.creds.session.as_deref().unwrap())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", m)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        c
+    };
+
+    let root = s.dir.path().join("aws");
+    let out = root.join("n1");
+    let o = output(node(&n1, &n1.dns, &out, server_id)).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        visible(&out),
+        Profile::embedded().unwrap().files("worker").unwrap()
+    );
+    let kc = info(&out, "kubelet-client.crt");
+    assert_eq!(kc.common_name, format!("system:node:{}", n1.dns));
+    let ks = info(&out, "kubelet.crt");
+    assert_eq!(ks.common_name, format!("system:node:{}", n1.dns));
+    assert_eq!(ks.dns_names, std::slice::from_ref(&n1.dns));
+    // The role refuses IP SANs on kubelet serving certificates (docs/security.md).
+    assert!(ks.ip_addresses.is_empty());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let secret = n1.creds.session.as_deref().unwrap();
+    assert!(!stderr.contains(secret) && !stderr.contains(&n1.creds.secret));
+
+    // The same instance asking for another node's name: refused, nothing written.
+    let out = root.join("n1-as-n2");
+    let o = output(node(&n1, &n2.dns, &out, server_id)).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(visible(&out).is_empty(), "{:?}", visible(&out));
+    // A login signed for another server: refused before anything is asked.
+    let out = root.join("other-server");
+    let o = output(node(&n2, &n2.dns, &out, "pki.elsewhere")).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(visible(&out).is_empty());
+}
+
+/// An ES256 JWT signer for the jwt login tests.
+struct JwtSigner {
+    key: ring::signature::EcdsaKeyPair,
+    pem: String,
+}
+
+impl JwtSigner {
+    fn new() -> Self {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &kp.serialize_der(), &rng)
+                .unwrap();
+        Self {
+            key,
+            pem: kp.public_key_pem(),
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!(
+            "{}.{}",
+            b64.encode(json!({"alg": "ES256", "typ": "JWT"}).to_string()),
+            b64.encode(claims.to_string())
+        );
+        let sig = self
+            .key
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64.encode(sig.as_ref()))
+    }
+}
+
+#[tokio::test]
+async fn jwt_login_pins_the_node_name_and_an_expired_token_is_refused() {
+    let s = Setup::new().await;
+    let signer = JwtSigner::new();
+    // apply-profile again, now with the key: auth/jwt gets its configuration.
+    let args_ = pki_server::cli::ClientArgs {
+        address: s.srv.addr.clone(),
+        ca_cert: Some(s.ca()),
+    };
+    let c = pki_server::client::Client::new(&args_)
+        .unwrap()
+        .with_token(zeroize::Zeroizing::new(s.root.clone()));
+    let steps = pki_server::profile::Profile::load(&policies())
+        .unwrap()
+        .plan_with_keys(CLUSTER, &BTreeMap::new(), std::slice::from_ref(&signer.pem))
+        .unwrap();
+    let lines = pki_server::commands::apply_steps(&c, &steps).await.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("auth config auth/jwt/config: written")),
+        "{lines:?}"
+    );
+    let now = fetch_now();
+    let claims = |node: &str, exp: i64| {
+        json!({
+            "iss": "https://jwt.kubecluster.cluster.internal",
+            "aud": "kube-aws-pki:kubecluster",
+            "sub": node,
+            "node_name": node,
+            "kube-aws-pki/role": "worker",
+            "iat": now,
+            "exp": exp,
+        })
+    };
+    let jwt_file = |name: &str, jwt: &str| {
+        let p = s.dir.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .unwrap();
+        std::io::Write::write_all(&mut f, jwt.as_bytes()).unwrap();
+        p
+    };
+    let root = s.dir.path().join("jwt");
+    let good = jwt_file("w1.jwt", &signer.sign(&claims("worker-1", now + 300)));
+    let run = |node: &str, out: &Path, file: &Path| {
+        login_cmd(
+            &s,
+            &args(
+                "worker",
+                node,
+                out,
+                &[
+                    "--auth",
+                    "jwt",
+                    "--jwt-file",
+                    file.to_str().unwrap(),
+                    "--deadline",
+                    "20",
+                ],
+            ),
+        )
+    };
+
+    let out = root.join("worker-1");
+    let o = output(run("worker-1", &out, &good)).await;
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        info(&out, "kubelet-client.crt").common_name,
+        "system:node:worker-1"
+    );
+    assert_eq!(info(&out, "kubelet.crt").dns_names, ["worker-1"]);
+
+    // The token is for worker-1: worker-2's name is refused.
+    let out = root.join("worker-2");
+    let o = output(run("worker-2", &out, &good)).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(visible(&out).is_empty());
+
+    // An expired JWT: the login is refused (exit 3), nothing written.
+    let expired = jwt_file("expired.jwt", &signer.sign(&claims("worker-1", now - 3600)));
+    let out = root.join("expired");
+    let o = output(run("worker-1", &out, &expired)).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(visible(&out).is_empty());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("auth/jwt/login"), "{stderr}");
+    let jwt = std::fs::read_to_string(&expired).unwrap();
+    assert!(!stderr.contains(jwt.trim()), "the JWT in an error message");
 }

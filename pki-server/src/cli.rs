@@ -158,6 +158,11 @@ pub struct ApplyProfileArgs {
     /// Override a profile variable (NAME=VALUE; repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// PEM public key (or certificate) that may sign auth/jwt login tokens
+    /// (repeatable); without one, auth/jwt is enabled with its roles but not
+    /// configured.
+    #[arg(long = "jwt-pubkey", value_name = "FILE")]
+    pub jwt_pubkeys: Vec<PathBuf>,
     /// Validate and print the actions without contacting the server.
     #[arg(long)]
     pub dry_run: bool,

@@ -224,7 +224,19 @@ pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--var {v:?}: expected NAME=VALUE"))?;
         vars.insert(k.to_string(), val.to_string());
     }
-    let steps = profile.plan(cluster, &vars)?;
+    let mut keys = Vec::new();
+    for f in &args.jwt_pubkeys {
+        let pem = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --jwt-pubkey {}", f.display()))?;
+        anyhow::ensure!(
+            pem.contains("-----BEGIN PUBLIC KEY-----")
+                || pem.contains("-----BEGIN CERTIFICATE-----"),
+            "--jwt-pubkey {}: not a PEM public key or certificate",
+            f.display()
+        );
+        keys.push(pem.trim().to_string());
+    }
+    let steps = profile.plan_with_keys(cluster, &vars, &keys)?;
     if args.dry_run {
         for s in &steps {
             println!("would apply {}", s.describe());
@@ -242,14 +254,33 @@ pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `apply_step` says when a server lacks a login method (OpenBao has no
+/// built-in aws method): that method's config and roles are skipped.
+const METHOD_UNAVAILABLE: &str = "not available on this server, skipped";
+
 /// Apply planned profile steps in order; one line per step (what it did).
 pub async fn apply_steps(c: &Client, steps: &[Step]) -> anyhow::Result<Vec<String>> {
     let mounts = c.call(Method::GET, "sys/mounts", None).await?.ok()?;
+    let mut unavailable = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for s in steps {
+        if let Some(m) = s.auth_mount()
+            && unavailable.contains(m)
+        {
+            out.push(format!(
+                "{}: skipped (auth method not available)",
+                s.describe()
+            ));
+            continue;
+        }
         let line = apply_step(c, &mounts, s)
             .await
             .with_context(|| s.describe())?;
+        if line == METHOD_UNAVAILABLE
+            && let Some(m) = s.auth_mount()
+        {
+            unavailable.insert(m.to_string());
+        }
         out.push(format!("{}: {line}", s.describe()));
     }
     Ok(out)
@@ -327,6 +358,66 @@ async fn apply_step(c: &Client, mounts: &Value, step: &Step) -> anyhow::Result<&
             c.call(Method::PUT, &path, Some(json!({"policy": text})))
                 .await?
                 .ok()?;
+            Ok("written")
+        }
+        Step::AuthMount {
+            path,
+            kind,
+            description,
+        } => {
+            let auths = c.call(Method::GET, "sys/auth", None).await?.ok()?;
+            let key = format!("{path}/");
+            let existing = auths
+                .get("data")
+                .and_then(|d| d.get(&key))
+                .or_else(|| auths.get(&key));
+            if let Some(m) = existing {
+                let ty = m["type"].as_str().unwrap_or_default();
+                anyhow::ensure!(
+                    ty == kind.as_str(),
+                    "auth/{path} is enabled with type {ty:?}, not {}",
+                    kind.as_str()
+                );
+                return Ok("exists");
+            }
+            let a = c
+                .call(
+                    Method::POST,
+                    &format!("sys/auth/{path}"),
+                    Some(json!({"type": kind.as_str(), "description": description})),
+                )
+                .await?;
+            let missing_plugin = a.status == 400
+                && a.body["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|e| e.contains("plugin not found"));
+            if missing_plugin {
+                return Ok(METHOD_UNAVAILABLE);
+            }
+            a.ok()?;
+            Ok("enabled")
+        }
+        Step::AuthConfig { mount, path, body } => {
+            c.call(
+                Method::POST,
+                &format!("auth/{mount}/{path}"),
+                Some(body.clone()),
+            )
+            .await?
+            .ok()?;
+            Ok("written")
+        }
+        Step::AuthRole { mount, name, body } => {
+            c.call(
+                Method::POST,
+                &format!("auth/{mount}/role/{name}"),
+                Some(body.clone()),
+            )
+            .await?
+            .ok()?;
             Ok("written")
         }
         Step::TokenRole { name, body } => {

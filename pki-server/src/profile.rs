@@ -40,7 +40,61 @@ pub struct Profile {
     /// What node-client writes per node role (read by node-client; here only
     /// checked against `node_roles.certificates`).
     pub node_certs: Vec<NodeCert>,
+    /// Login methods (`auth/aws`, `auth/jwt`) and their per-node-role roles.
+    pub auth_methods: Vec<AuthMethod>,
 }
+
+/// The login methods a profile may configure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// Vault's AWS method, IAM flavour.
+    Aws,
+    /// Vault's JWT method.
+    Jwt,
+}
+
+impl AuthType {
+    /// The type name for `sys/auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Aws => "aws",
+            AuthType::Jwt => "jwt",
+        }
+    }
+
+    /// The method's configuration path below its mount.
+    pub fn config_path(self) -> &'static str {
+        match self {
+            AuthType::Aws => "config/client",
+            AuthType::Jwt => "config",
+        }
+    }
+}
+
+/// One `[[auth_methods]]` entry: a login method mounted at `auth/<path>`,
+/// with one login role per listed node role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthMethod {
+    /// Method type.
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    /// Mount path below `auth/`.
+    pub path: String,
+    /// Mount description.
+    pub description: String,
+    /// Node roles that log in here (one login role each, named like them).
+    pub node_roles: Vec<String>,
+    /// The method's configuration (jwt: the keys come from `--jwt-pubkey`).
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Login role fields, `{{node_role}}` replaced per node role.
+    pub role: toml::Table,
+}
+
+/// The placeholder for the node role's name in login role fields.
+pub const NODE_ROLE_VAR: &str = "{{node_role}}";
 
 /// One `[[node_certs]]` entry: the fields this side checks; node-client reads
 /// the rest (file names, request names, kubeconfigs).
@@ -63,6 +117,8 @@ struct ProfileFile {
     node_roles: Vec<NodeRole>,
     #[serde(default)]
     node_certs: Vec<NodeCert>,
+    #[serde(default)]
+    auth_methods: Vec<AuthMethod>,
 }
 
 /// A PKI mount `<cluster>/pki/<name>`.
@@ -217,6 +273,33 @@ pub enum Step {
         /// Body.
         body: Value,
     },
+    /// Enable a login method at `sys/auth/<path>` unless it is there.
+    AuthMount {
+        /// Mount path below `auth/`.
+        path: String,
+        /// Method type.
+        kind: AuthType,
+        /// Description.
+        description: String,
+    },
+    /// Write a login method's configuration.
+    AuthConfig {
+        /// Mount path below `auth/`.
+        mount: String,
+        /// Configuration path below the mount.
+        path: String,
+        /// Body.
+        body: Value,
+    },
+    /// Write a login role.
+    AuthRole {
+        /// Mount path below `auth/`.
+        mount: String,
+        /// Role name.
+        name: String,
+        /// Body.
+        body: Value,
+    },
 }
 
 impl Step {
@@ -228,6 +311,20 @@ impl Step {
             Step::Role { mount, name, .. } => format!("role {mount}/roles/{name}"),
             Step::Policy { name, .. } => format!("policy sys/policies/acl/{name}"),
             Step::TokenRole { name, .. } => format!("token role auth/token/roles/{name}"),
+            Step::AuthMount { path, kind, .. } => {
+                format!("auth method sys/auth/{path} ({})", kind.as_str())
+            }
+            Step::AuthConfig { mount, path, .. } => format!("auth config auth/{mount}/{path}"),
+            Step::AuthRole { mount, name, .. } => format!("login role auth/{mount}/role/{name}"),
+        }
+    }
+
+    /// The login method mount a step belongs to, if any.
+    pub fn auth_mount(&self) -> Option<&str> {
+        match self {
+            Step::AuthMount { path, .. } => Some(path),
+            Step::AuthConfig { mount, .. } | Step::AuthRole { mount, .. } => Some(mount),
+            _ => None,
         }
     }
 }
@@ -282,6 +379,20 @@ fn subst_json(v: Value, cluster: &str, vars: &BTreeMap<String, String>) -> Value
     }
 }
 
+/// Replace `from` by `to` in every string (values and keys) of `v`.
+fn replace_json(v: Value, from: &str, to: &str) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace(from, to)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| replace_json(x, from, to)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (k.replace(from, to), replace_json(x, from, to)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fn bool_field(role: &PkiRole, key: &str) -> Option<bool> {
     role.fields.get(key).and_then(toml::Value::as_bool)
 }
@@ -306,6 +417,7 @@ impl Profile {
             node_roles: f.node_roles,
             acl: acl.clone(),
             node_certs: f.node_certs,
+            auth_methods: f.auth_methods,
         };
         p.validate()?;
         Ok(p)
@@ -373,7 +485,92 @@ impl Profile {
                 "acl/{name}.hcl belongs to no node role"
             );
         }
-        self.validate_node_certs()
+        self.validate_node_certs()?;
+        self.validate_auth_methods()
+    }
+
+    /// Login roles: known node roles, no policies of their own, node-bound
+    /// node roles named from the proven identity, bindings that cannot be
+    /// widened by a glob on the role name.
+    fn validate_auth_methods(&self) -> anyhow::Result<()> {
+        let mut paths = std::collections::BTreeSet::new();
+        for a in &self.auth_methods {
+            let what = format!("auth_methods {}", a.path);
+            ensure!(
+                valid_name(&a.path) && a.path != "token",
+                "{what}: bad path {:?}",
+                a.path
+            );
+            ensure!(paths.insert(&a.path), "{what}: listed twice");
+            ensure!(!a.node_roles.is_empty(), "{what}: no node_roles");
+            for k in ["token_policies", "policies"] {
+                ensure!(
+                    !a.role.contains_key(k),
+                    "{what}: role.{k} is set by apply-profile (<cluster>-<node role>)"
+                );
+            }
+            ensure!(
+                !a.config.contains_key("jwt_validation_pubkeys")
+                    && !a.config.contains_key("jwks_url")
+                    && !a.config.contains_key("oidc_discovery_url"),
+                "{what}: the keys come from apply-profile --jwt-pubkey, not the profile"
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            for n in &a.node_roles {
+                ensure!(seen.insert(n), "{what}: node role {n} listed twice");
+                let role = self
+                    .node_roles
+                    .iter()
+                    .find(|r| &r.name == n)
+                    .with_context(|| format!("{what}: unknown node role {n:?}"))?;
+                if role.node_bound {
+                    let named = match a.kind {
+                        AuthType::Aws => {
+                            a.role.get("inferred_entity_type").and_then(|v| v.as_str())
+                                == Some("ec2_instance")
+                        }
+                        AuthType::Jwt => a
+                            .role
+                            .get("claim_mappings")
+                            .and_then(|v| v.as_table())
+                            .is_some_and(|t| t.values().any(|v| v.as_str() == Some("node_name"))),
+                    };
+                    ensure!(
+                        named,
+                        "{what}: node role {n} is node-bound, but the login does not set node_name \
+                         from the proven identity"
+                    );
+                }
+            }
+            match a.kind {
+                AuthType::Aws => {
+                    let arns = str_list(a.role.get("bound_iam_principal_arn"));
+                    ensure!(!arns.is_empty(), "{what}: bound_iam_principal_arn is empty");
+                    for arn in &arns {
+                        let name = arn.split_once(":role/").map(|(_, r)| r);
+                        ensure!(
+                            name.is_some_and(|r| !r.is_empty() && !r.contains('*')),
+                            "{what}: bound_iam_principal_arn {arn:?} must name one IAM role \
+                             (a glob may cover the account, never the role name)"
+                        );
+                    }
+                }
+                AuthType::Jwt => {
+                    ensure!(
+                        !str_list(a.role.get("bound_audiences")).is_empty(),
+                        "{what}: bound_audiences is empty"
+                    );
+                    ensure!(
+                        a.config
+                            .get("bound_issuer")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|s| !s.is_empty()),
+                        "{what}: config.bound_issuer is required"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[[node_certs]]` (when present) lists exactly each node role's
@@ -424,11 +621,23 @@ impl Profile {
     }
 
     /// The actions that apply this profile to `cluster`, after checking the
-    /// substituted roles and every ACL policy against the node roles.
+    /// substituted roles and every ACL policy against the node roles; jwt
+    /// methods get no configuration (no keys).
     pub fn plan(
         &self,
         cluster: &str,
         overrides: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<Step>> {
+        self.plan_with_keys(cluster, overrides, &[])
+    }
+
+    /// [`Profile::plan`], and jwt methods configured with these PEM public keys
+    /// (`jwt_validation_pubkeys`) when there are any.
+    pub fn plan_with_keys(
+        &self,
+        cluster: &str,
+        overrides: &BTreeMap<String, String>,
+        jwt_pubkeys: &[String],
     ) -> anyhow::Result<Vec<Step>> {
         ensure!(
             valid_name(cluster) && !cluster.contains('_'),
@@ -490,6 +699,48 @@ impl Profile {
                 name: format!("{cluster}-{}", n.name),
                 body,
             });
+        }
+        for a in &self.auth_methods {
+            steps.push(Step::AuthMount {
+                path: a.path.clone(),
+                kind: a.kind,
+                description: subst(&a.description, cluster, &vars),
+            });
+            let mut config = sub(serde_json::to_value(&a.config)?);
+            let configure = match a.kind {
+                AuthType::Aws => true,
+                AuthType::Jwt if jwt_pubkeys.is_empty() => false,
+                AuthType::Jwt => {
+                    config["jwt_validation_pubkeys"] = json!(jwt_pubkeys);
+                    true
+                }
+            };
+            if configure {
+                steps.push(Step::AuthConfig {
+                    mount: a.path.clone(),
+                    path: a.kind.config_path().to_string(),
+                    body: config,
+                });
+            }
+            for n in &a.node_roles {
+                // `{{node_role}}` first (it is not a profile variable), then the rest.
+                let mut body = sub(replace_json(
+                    serde_json::to_value(&a.role)?,
+                    NODE_ROLE_VAR,
+                    n,
+                ));
+                ensure!(
+                    !body.to_string().contains("{{"),
+                    "auth_methods {}: unresolved template in the {n} role",
+                    a.path
+                );
+                body["token_policies"] = json!([format!("{cluster}-{n}")]);
+                steps.push(Step::AuthRole {
+                    mount: a.path.clone(),
+                    name: n.clone(),
+                    body,
+                });
+            }
         }
         Ok(steps)
     }
@@ -863,6 +1114,83 @@ token_role = {}
         ] {
             let p = Profile::parse(ROLE, &acl(&format!("{GOOD_ACL}\n{extra}"))).unwrap();
             assert!(p.plan("c1", &BTreeMap::new()).is_err(), "{extra}");
+        }
+    }
+
+    const AUTH: &str = r#"
+[vars]
+sid = "pki.{{cluster}}"
+[[auth_methods]]
+type = "aws"
+path = "aws"
+description = "d"
+node_roles = ["worker"]
+config = { iam_server_id_header_value = "{{sid}}" }
+role = { auth_type = "iam", bound_iam_principal_arn = ["arn:aws:iam::*:role/{{cluster}}-{{node_role}}"], inferred_entity_type = "ec2_instance" }
+[[auth_methods]]
+type = "jwt"
+path = "jwt"
+description = "d"
+node_roles = ["worker"]
+config = { bound_issuer = "iss" }
+role = { role_type = "jwt", bound_audiences = ["a"], user_claim = "sub", claim_mappings = { node_name = "node_name" } }
+"#;
+
+    #[test]
+    fn login_roles_get_the_node_roles_policy_and_jwt_config_only_with_keys() {
+        let text = format!("{}\n{ROLE}", AUTH);
+        let p = Profile::parse(&text, &acl(GOOD_ACL)).unwrap();
+        let steps = p.plan("c1", &BTreeMap::new()).unwrap();
+        let role = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::AuthRole { mount, name, body } if mount == "aws" && name == "worker" => {
+                    Some(body.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            role["bound_iam_principal_arn"],
+            json!(["arn:aws:iam::*:role/c1-worker"])
+        );
+        assert_eq!(role["token_policies"], json!(["c1-worker"]));
+        assert!(steps.iter().any(|s| matches!(s,
+            Step::AuthConfig { mount, body, .. } if mount == "aws" && body["iam_server_id_header_value"] == "pki.c1")));
+        let jwt_config = |steps: &[Step]| {
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::AuthConfig { mount, .. } if mount == "jwt"))
+        };
+        assert!(!jwt_config(&steps), "no keys, no jwt config");
+        let steps = p
+            .plan_with_keys("c1", &BTreeMap::new(), &["PEM".into()])
+            .unwrap();
+        assert!(jwt_config(&steps));
+
+        for (from, to) in [
+            ("{{cluster}}-{{node_role}}", "*"),
+            (
+                "inferred_entity_type = \"ec2_instance\"",
+                "auth_type2 = \"x\"",
+            ),
+            (
+                "claim_mappings = { node_name = \"node_name\" }",
+                "user_claim2 = \"x\"",
+            ),
+            ("bound_audiences = [\"a\"]", "bound_audiences = []"),
+            (
+                "node_roles = [\"worker\"]\nconfig = { bound",
+                "node_roles = [\"nobody\"]\nconfig = { bound",
+            ),
+            (
+                "user_claim = \"sub\"",
+                "user_claim = \"sub\", token_policies = [\"root\"]",
+            ),
+        ] {
+            let bad = text.replace(from, to);
+            assert_ne!(bad, text, "{from}");
+            assert!(Profile::parse(&bad, &acl(GOOD_ACL)).is_err(), "{to}");
         }
     }
 }

@@ -162,6 +162,22 @@ pub fn kms_alias(spec: &ClusterSpec) -> String {
     format!("alias/{}-pki-unseal", spec.name)
 }
 
+/// The `X-Vault-AWS-IAM-Server-ID` value: pki-server's DNS name. The profile's
+/// auth/aws config requires it (`profile_vars`) and nodes sign it
+/// (`NODE_CLIENT_AWS_SERVER_ID` in node-client's settings).
+pub fn aws_server_id(spec: &ClusterSpec) -> String {
+    pki_dns(spec)
+}
+
+/// `apply-profile` variables that tie the profile's auth/aws config to this cluster.
+fn profile_vars(spec: &ClusterSpec) -> String {
+    let mut v = format!("--var aws_iam_server_id={}", aws_server_id(spec));
+    if let Some(r) = &spec.region {
+        v.push_str(&format!(" --var aws_region={r}"));
+    }
+    v
+}
+
 /// The Ignition config of `role`.
 pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     let (pki_bucket, config_bucket, _) = buckets(spec);
@@ -183,10 +199,11 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             overwrite: true,
             contents: Contents {
                 source: data_url(&format!(
-                    "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\n",
+                    "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\n",
                     pki_dns(spec),
                     role.name(),
-                    spec.name
+                    spec.name,
+                    aws_server_id(spec)
                 )),
             },
         });
@@ -255,8 +272,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         l("Type=oneshot"),
                         l("Environment=VAULT_ADDR=https://127.0.0.1:8200 VAULT_CACERT=/var/lib/pki-server/tls/ca.pem"),
                         format!(
-                            "ExecStart=/bin/sh -c 'VAULT_TOKEN=$(cat /etc/pki-server/profile-token) exec /opt/bin/pki-server apply-profile --dir /etc/pki-server/policies --cluster {}'",
-                            spec.name
+                            "ExecStart=/bin/sh -c 'VAULT_TOKEN=$(cat /etc/pki-server/profile-token) exec /opt/bin/pki-server apply-profile --dir /etc/pki-server/policies --cluster {} {}'",
+                            spec.name,
+                            profile_vars(spec)
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),

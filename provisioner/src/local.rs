@@ -2,9 +2,14 @@
 //!
 //! `provisioner apply --local DIR` starts pki-server with file storage under
 //! DIR, initialises and unseals it (the shares go to `DIR/unseal-keys.json`,
-//! 0600, with a warning: this is for trying it out), applies the profile,
-//! runs `node-client fetch-cert` for every node role into
-//! `DIR/nodes/<role>-<n>/pki`, and, where etcd is installed, starts a
+//! 0600, with a warning: this is for trying it out), creates an ES256 signing
+//! key (`DIR/jwt/signing.key`, 0600) and applies the profile with its public
+//! key as the `auth/jwt` key, mints one short-lived JWT per node
+//! (`DIR/nodes/<name>/login.jwt`, 0600: sub and `node_name` = the node name,
+//! its node role, this cluster's issuer and audience, valid for five
+//! minutes), and runs `node-client fetch-cert --auth jwt` for every node into
+//! `DIR/nodes/<role>-<n>/pki`: no node token is ever written. Where etcd is
+//! installed, it then starts a
 //! 3-member etcd cluster on 127.0.0.11-13 with those certificates and checks
 //! it with the controller's etcd client certificate. `destroy --local DIR`
 //! stops every process it started and removes DIR.
@@ -15,6 +20,8 @@
 //! directory without it.
 
 use anyhow::{Context, bail, ensure};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -38,6 +45,122 @@ pub const ACL: [(&str, &str); 4] = [
     ("worker", include_str!("../../policies/acl/worker.hcl")),
     ("operator", include_str!("../../policies/acl/operator.hcl")),
 ];
+
+/// The `iss` of the JWTs the local target mints (the profile's `jwt_issuer`).
+pub const JWT_ISSUER: &str = "https://jwt.local.kube-aws-pki";
+/// How long a minted login JWT is valid (seconds).
+pub const JWT_LIFETIME: i64 = 300;
+
+/// The `aud` of the local target's JWTs (the profile's `jwt_audience`).
+pub fn jwt_audience(cluster: &str) -> String {
+    format!("kube-aws-pki:{cluster}")
+}
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1,
+/// BIT STRING of 66 bytes), followed by the 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn unpem(text: &str, label: &str) -> anyhow::Result<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = text
+        .split_once(&begin)
+        .and_then(|(_, r)| r.split_once(&end))
+        .map(|(b, _)| b)
+        .with_context(|| format!("not a PEM {label}"))?;
+    let b64: String = body.split_whitespace().collect();
+    Ok(B64.decode(b64)?)
+}
+
+/// The local target's JWT signing key: an ES256 (P-256) key kept in
+/// `dir/signing.key` (PKCS#8 PEM, 0600), made on first use; its public key
+/// is written to `dir/signing.pub`.
+pub struct JwtSigner {
+    key: ring::signature::EcdsaKeyPair,
+    /// The public key, SubjectPublicKeyInfo PEM.
+    pub public_pem: String,
+}
+
+impl std::fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSigner").finish_non_exhaustive()
+    }
+}
+
+impl JwtSigner {
+    /// Load the key from `dir`, or create it there.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        mkdir_private(dir)?;
+        let key_file = dir.join("signing.key");
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = if key_file.exists() {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&key_file)
+                    .with_context(|| format!("reading {}", key_file.display()))?,
+            );
+            zeroize::Zeroizing::new(
+                unpem(&text, "PRIVATE KEY").with_context(|| format!("{}", key_file.display()))?,
+            )
+        } else {
+            let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| anyhow::anyhow!("generating the JWT signing key failed"))?;
+            let der = zeroize::Zeroizing::new(doc.as_ref().to_vec());
+            let text = zeroize::Zeroizing::new(pem("PRIVATE KEY", &der));
+            write_private(&key_file, text.as_bytes())?;
+            der
+        };
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+            .map_err(|_| anyhow::anyhow!("{}: not a P-256 PKCS#8 key", key_file.display()))?;
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(key.public_key().as_ref());
+        let public_pem = pem("PUBLIC KEY", &spki);
+        write_private(&dir.join("signing.pub"), public_pem.as_bytes())?;
+        Ok(Self { key, public_pem })
+    }
+
+    /// A compact ES256 JWT over `claims`.
+    pub fn sign(&self, claims: &Value) -> anyhow::Result<String> {
+        let input = format!(
+            "{}.{}",
+            B64URL.encode(json!({"alg": "ES256", "typ": "JWT"}).to_string()),
+            B64URL.encode(claims.to_string())
+        );
+        let sig = self
+            .key
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .map_err(|_| anyhow::anyhow!("signing a JWT failed"))?;
+        Ok(format!("{input}.{}", B64URL.encode(sig.as_ref())))
+    }
+
+    /// The login JWT of `node` in `cluster`, valid from `now` for [`JWT_LIFETIME`].
+    pub fn node_jwt(&self, cluster: &str, node: &LocalNode, now: i64) -> anyhow::Result<String> {
+        self.sign(&json!({
+            "iss": JWT_ISSUER,
+            "aud": jwt_audience(cluster),
+            "sub": node.name,
+            "node_name": node.name,
+            "kube-aws-pki/role": node.role,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + JWT_LIFETIME,
+        }))
+    }
+}
 
 /// What the local cluster looks like.
 #[derive(Debug, Clone)]
@@ -377,11 +500,19 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
     for (name, text) in ACL {
         write_private(&policies.join(format!("acl/{name}.hcl")), text.as_bytes())?;
     }
+    let signer = JwtSigner::load_or_create(&dir.join("jwt"))?;
     let out = Command::new(&pki_server)
         .arg("apply-profile")
         .arg("--dir")
         .arg(&policies)
         .args(["--cluster", &o.cluster])
+        .arg("--jwt-pubkey")
+        .arg(dir.join("jwt/signing.pub"))
+        .args(["--var", &format!("jwt_issuer={JWT_ISSUER}")])
+        .args([
+            "--var",
+            &format!("jwt_audience={}", jwt_audience(&o.cluster)),
+        ])
         .env("VAULT_ADDR", &addr)
         .env("VAULT_CACERT", &ca)
         .env("VAULT_TOKEN", &root)
@@ -391,27 +522,21 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
         "apply-profile failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    step("applied the profile (policies/profile.toml)");
+    step("applied the profile (policies/profile.toml), auth/jwt keyed to DIR/jwt/signing.pub");
 
     // --- certificates for every node ---
     let all = nodes(o.workers);
     for n in &all {
         let home = dir.join("nodes").join(&n.name);
         mkdir_private(&home)?;
-        let token_file = home.join("token");
-        if !token_file.exists() {
-            let (s, v) = api
-                .call(
-                    reqwest::Method::POST,
-                    &format!("auth/token/create/{}-{}", o.cluster, n.role),
-                    Some(&root),
-                    Some(json!({"meta": {"node_name": n.name}})),
-                )
-                .await?;
-            ensure!(s == 200, "token for {}: {s} {v}", n.name);
-            let t = v["auth"]["client_token"].as_str().context("no token")?;
-            write_private(&token_file, t.as_bytes())?;
-        }
+        // Earlier versions left a node token here: no static token stays on disk.
+        let _ = std::fs::remove_file(home.join("token"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let jwt_file = home.join("login.jwt");
+        write_private(&jwt_file, signer.node_jwt(&o.cluster, n, now)?.as_bytes())?;
         let mut cmd = Command::new(&node_client);
         cmd.arg("fetch-cert")
             .args(["--role", n.role, "--node-name", &n.name])
@@ -421,7 +546,14 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
             .args(["--cluster", &o.cluster, "--deadline", "30", "--no-reload"])
             .env("VAULT_ADDR", &addr)
             .env("VAULT_CACERT", &ca)
-            .env("NODE_CLIENT_TOKEN_FILE", &token_file)
+            .arg("--auth")
+            .arg("jwt")
+            .arg("--jwt-file")
+            .arg(&jwt_file)
+            .env_remove("NODE_CLIENT_TOKEN_FILE")
+            .env_remove("NODE_CLIENT_AUTH")
+            .env_remove("NODE_CLIENT_AUTH_MOUNT")
+            .env_remove("NODE_CLIENT_AUTH_ROLE")
             .env_remove("VAULT_TOKEN");
         let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
         ensure!(

@@ -61,14 +61,16 @@ fn invalid_specs_are_refused_naming_the_field_before_any_aws_call() {
 }
 
 #[test]
-fn local_target_is_a_placeholder_for_now() {
+fn destroy_local_refuses_a_folder_it_did_not_make() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep"), "not ours").unwrap();
     let (out, contacted) = run(
         "name = \"demo\"\n",
-        &["apply", "--local", dir.path().to_str().unwrap()],
+        &["destroy", "--local", dir.path().to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("local target: see issue #7"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to remove it"));
+    assert!(dir.path().join("keep").exists());
     assert!(!contacted);
 }
 

@@ -2,6 +2,9 @@
 //! unsealed, the profile applied, every node role's certificates fetched by
 //! node-client, a 3-member etcd cluster on them and its smoke test; a second
 //! apply reuses what runs; `destroy --local` leaves no process and no files.
+//! Nodes log in with a short-lived JWT minted per node (auth/jwt): every node
+//! token the server holds came from a JWT login, and no file under
+//! DIR/nodes holds a Vault token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -126,6 +129,7 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         let name = p.file_name().unwrap().to_string_lossy();
         if name.ends_with(".key")
             || name.ends_with(".json")
+            || name.ends_with(".jwt")
             || name == "token"
             || name.ends_with(".conf")
         {
@@ -142,6 +146,37 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     ] {
         let mode = std::fs::metadata(dir.join(d)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{d}");
+    }
+    // No node holds a Vault token (pki-server's start with `hvs.`); each has
+    // the short-lived JWT it logged in with, and the signing key is private.
+    let mut node_files = Vec::new();
+    walk(&dir.join("nodes"), &mut node_files);
+    for p in &node_files {
+        assert_ne!(p.file_name().unwrap(), "token", "{}", p.display());
+        if std::fs::symlink_metadata(p).unwrap().is_file() {
+            let bytes = std::fs::read(p).unwrap();
+            assert!(
+                !bytes.windows(4).any(|w| w == b"hvs."),
+                "{} holds a Vault token",
+                p.display()
+            );
+        }
+    }
+    for node in ["etcd-0", "controller-0", "worker-1", "operator-0"] {
+        let jwt = dir.join("nodes").join(node).join("login.jwt");
+        assert_eq!(
+            std::fs::metadata(&jwt).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&jwt).unwrap().split('.').count(), 3);
+    }
+    let key = std::fs::metadata(dir.join("jwt/signing.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    // Every token the server holds, but the root token, came from auth/jwt/login.
+    let paths = token_paths(&dir);
+    assert!(paths.len() >= 7, "{paths:?}");
+    for p in &paths {
+        assert_eq!(p, "auth/jwt/login", "{paths:?}");
     }
     let keys = std::fs::metadata(dir.join("unseal-keys.json")).unwrap();
     assert_eq!(keys.permissions().mode() & 0o777, 0o600);
@@ -178,6 +213,54 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     for p in &started {
         assert!(!running(*p), "pid {p} still runs");
     }
+}
+
+/// The `path` (how it was made) of every non-root token pki-server holds.
+fn token_paths(dir: &Path) -> Vec<String> {
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("unseal-keys.json")).unwrap()).unwrap();
+    let root = saved["root_token"].as_str().unwrap().to_string();
+    let addr = std::fs::read_to_string(dir.join("pki/addr")).unwrap();
+    let ca = std::fs::read(dir.join("pki/tls/ca.pem")).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let call = |m: &str, path: &str, body: Option<serde_json::Value>| {
+            let path = path.to_string();
+            let mut r = http
+                .request(
+                    reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                    format!("{}/v1/{path}", addr.trim()),
+                )
+                .header("X-Vault-Token", &root);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            async move {
+                let resp = r.send().await.unwrap();
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+                resp.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        let list = call("LIST", "auth/token/accessors", None).await;
+        let mut out = Vec::new();
+        for a in list["data"]["keys"].as_array().unwrap() {
+            let v = call(
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(serde_json::json!({"accessor": a})),
+            )
+            .await;
+            if v["data"]["policies"] != serde_json::json!(["root"]) {
+                out.push(v["data"]["path"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        out
+    })
 }
 
 struct Cleanup(PathBuf);

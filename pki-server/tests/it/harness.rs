@@ -8,9 +8,8 @@ use pki_server::seal::Seal;
 use pki_server::storage::{DynStorage, MemoryStorage};
 use pki_server::{ApiSettings, AppState};
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -134,65 +133,12 @@ impl TestApp {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("{what} exited early: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on port {port}");
-}
-
-/// moto's server on a loopback port, killed on drop.
-pub struct Moto {
-    child: Child,
-    pub endpoint: String,
-}
+#[path = "../../../tests/support/aws.rs"]
+pub mod aws;
+use aws::wait_port;
+pub use aws::{Moto, free_port};
 
 impl Moto {
-    pub fn start() -> Option<Self> {
-        let bin = venv_tool("moto_server")?;
-        let port = free_port();
-        let mut child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        wait_port(port, &mut child, "moto_server");
-        Some(Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
-    }
-
-    /// Environment for a child process using this moto.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
     /// SDK config pointing at this moto (set in code: no process env changes).
     pub async fn sdk(&self) -> aws_config::SdkConfig {
         pki_server::aws::loader()
@@ -212,13 +158,6 @@ impl Moto {
                 .force_path_style(true)
                 .build(),
         )
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,6 +8,7 @@
 //! refuses a tampered signature; they show that the server's own checks (URL,
 //! body, signed server-id header, instance state, ARN binding) refuse.
 
+use crate::harness::aws::{Creds, create_instance_profile, create_role, instance, query, sigv4};
 use crate::harness::{Moto, ServerProcess};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -163,15 +164,8 @@ async fn jwt_login_pins_the_node_name_and_refuses_every_bad_token() {
         )
         .await;
     assert_eq!(s, 204, "{v}");
-    let (s, v) = srv
-        .call(
-            "POST",
-            "sys/auth/jwt",
-            Some(&root),
-            Some(json!({"type": "jwt"})),
-        )
-        .await;
-    assert_eq!(s, 204, "{v}");
+    // apply-profile enabled the method and wrote its roles, but without
+    // --jwt-pubkey no configuration: nothing can log in yet.
     let (s, v) = srv.call("GET", "sys/auth", Some(&root), None).await;
     assert_eq!(s, 200);
     assert_eq!(v["data"]["jwt/"]["type"], "jwt", "{v}");
@@ -219,7 +213,19 @@ async fn jwt_login_pins_the_node_name_and_refuses_every_bad_token() {
     assert_eq!(v["data"]["token_ttl"], 3600);
     assert_eq!(v["data"]["claim_mappings"]["node_name"], "node_name");
     let (s, v) = srv.call("LIST", "auth/jwt/role", Some(&root), None).await;
-    assert_eq!((s, v["data"]["keys"].clone()), (200, json!(["worker"])));
+    assert_eq!(s, 200);
+    let mut keys: Vec<&str> = v["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["controller", "etcd", "operator", "worker"],
+        "the profile's roles"
+    );
     // Configuration needs a token.
     let (s, _) = srv.call("GET", "auth/jwt/config", None, None).await;
     assert_eq!(s, 403);
@@ -352,166 +358,6 @@ async fn jwt_login_pins_the_node_name_and_refuses_every_bad_token() {
 
 // ------------------------------------------------------------------ AWS
 
-#[derive(Clone)]
-struct Creds {
-    access: String,
-    secret: String,
-    session: Option<String>,
-}
-
-/// Sign a request with SigV4; (headers to send, including the signature).
-fn sigv4(
-    creds: &Creds,
-    service: &str,
-    url: &str,
-    body: &str,
-    extra: &[(&str, &str)],
-) -> Vec<(String, String)> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let host = reqwest::Url::parse(url).unwrap();
-    let host = match host.port() {
-        Some(p) => format!("{}:{p}", host.host_str().unwrap()),
-        None => host.host_str().unwrap().to_string(),
-    };
-    let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), host),
-        (
-            "content-type".into(),
-            "application/x-www-form-urlencoded; charset=utf-8".into(),
-        ),
-    ];
-    headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let identity = aws_credential_types::Credentials::new(
-        &creds.access,
-        &creds.secret,
-        creds.session.clone(),
-        None,
-        "test",
-    )
-    .into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name(service)
-        .time(std::time::SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    for (k, v) in instructions.headers() {
-        headers.push((k.to_string(), v.to_string()));
-    }
-    headers
-}
-
-/// An AWS query API call to moto; the response XML.
-async fn query(moto: &Moto, creds: &Creds, service: &str, params: &[(&str, &str)]) -> String {
-    let body: String = params
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let url = format!("{}/", moto.endpoint);
-    let headers = sigv4(creds, service, &url, &body, &[]);
-    let mut req = reqwest::Client::new().post(&url).body(body.clone());
-    for (k, v) in &headers {
-        if k != "host" {
-            req = req.header(k, v);
-        }
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert!(status.is_success(), "{service} {params:?}: {status} {text}");
-    text
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn xml<'a>(text: &'a str, tag: &str) -> &'a str {
-    let open = format!("<{tag}>");
-    let start = text
-        .find(&open)
-        .unwrap_or_else(|| panic!("no {tag} in {text}"))
-        + open.len();
-    let end = text[start..].find(&format!("</{tag}>")).unwrap();
-    &text[start..start + end]
-}
-
-struct Node {
-    id: String,
-    dns: String,
-    ip: String,
-    creds: Creds,
-}
-
-/// A running instance with the role's instance profile and credentials from
-/// AssumeRole with the instance id as session name (what EC2 gives the instance).
-async fn node(moto: &Moto, admin: &Creds, role_arn: &str) -> Node {
-    let run = query(
-        moto,
-        admin,
-        "ec2",
-        &[
-            ("Action", "RunInstances"),
-            ("Version", "2016-11-15"),
-            ("ImageId", "ami-03cf127a"),
-            ("MinCount", "1"),
-            ("MaxCount", "1"),
-            ("InstanceType", "t3.micro"),
-            ("IamInstanceProfile.Name", "k8s-worker"),
-            ("TagSpecification.1.ResourceType", "instance"),
-            ("TagSpecification.1.Tag.1.Key", "kube-aws-pki/role"),
-            ("TagSpecification.1.Tag.1.Value", "worker"),
-            ("TagSpecification.1.Tag.2.Key", "kube-aws-pki/cluster"),
-            ("TagSpecification.1.Tag.2.Value", CLUSTER),
-        ],
-    )
-    .await;
-    let id = xml(&run, "instanceId").to_string();
-    let dns = xml(&run, "privateDnsName").to_string();
-    let ip = xml(&run, "privateIpAddress").to_string();
-    let assumed = query(
-        moto,
-        admin,
-        "sts",
-        &[
-            ("Action", "AssumeRole"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", role_arn),
-            ("RoleSessionName", &id),
-        ],
-    )
-    .await;
-    Node {
-        creds: Creds {
-            access: xml(&assumed, "AccessKeyId").to_string(),
-            secret: xml(&assumed, "SecretAccessKey").to_string(),
-            session: Some(xml(&assumed, "SessionToken").to_string()),
-        },
-        id,
-        dns,
-        ip,
-    }
-}
-
 const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 const SERVER_ID: &str = "pki.kubecluster.internal";
 
@@ -531,66 +377,27 @@ fn iam_login(url: &str, body: &str, headers: &[(String, String)], role: &str) ->
 #[tokio::test]
 async fn aws_login_against_moto_pins_the_instance_and_refuses_every_bad_request() {
     let Some(moto) = Moto::start() else { return };
-    let admin = Creds {
-        access: "testing".into(),
-        secret: "testing".into(),
-        session: None,
-    };
-    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-        "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
-    .to_string();
-    let created = query(
-        &moto,
-        &admin,
-        "iam",
-        &[
-            ("Action", "CreateRole"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "k8s-worker"),
-            ("AssumeRolePolicyDocument", &trust),
-        ],
-    )
-    .await;
-    let role_arn = xml(&created, "Arn").to_string();
-    let other_role = query(
-        &moto,
-        &admin,
-        "iam",
-        &[
-            ("Action", "CreateRole"),
-            ("Version", "2010-05-08"),
-            ("RoleName", "something-else"),
-            ("AssumeRolePolicyDocument", &trust),
-        ],
-    )
-    .await;
-    let other_arn = xml(&other_role, "Arn").to_string();
-    for (action, extra) in [
-        ("CreateInstanceProfile", None),
-        ("AddRoleToInstanceProfile", Some(("RoleName", "k8s-worker"))),
-    ] {
-        let mut p = vec![
-            ("Action", action),
-            ("Version", "2010-05-08"),
-            ("InstanceProfileName", "k8s-worker"),
-        ];
-        p.extend(extra);
-        query(&moto, &admin, "iam", &p).await;
-    }
-    let n1 = node(&moto, &admin, &role_arn).await;
-    let n2 = node(&moto, &admin, &role_arn).await;
+    let m = moto.endpoint.as_str();
+    let admin = Creds::admin();
+    let role_arn = create_role(m, &admin, "k8s-worker").await;
+    let other_arn = create_role(m, &admin, "something-else").await;
+    create_instance_profile(m, &admin, "k8s-worker").await;
+    let tags = [
+        ("kube-aws-pki/role", "worker"),
+        ("kube-aws-pki/cluster", CLUSTER),
+    ];
+    let n1 = instance(m, &admin, "k8s-worker", &role_arn, &tags).await;
+    let n2 = instance(m, &admin, "k8s-worker", &role_arn, &tags).await;
     assert_ne!(n1.dns, n2.dns);
 
     let (srv, root, _tmp) = profiled().await;
-    let (s, v) = srv
-        .call(
-            "POST",
-            "sys/auth/aws",
-            Some(&root),
-            Some(json!({"type": "aws"})),
-        )
-        .await;
-    assert_eq!(s, 204, "{v}");
+    // apply-profile enabled the method; the test points it at moto.
+    let (s, v) = srv.call("GET", "sys/auth", Some(&root), None).await;
+    assert_eq!(
+        (s, v["data"]["aws/"]["type"].as_str()),
+        (200, Some("aws")),
+        "{v}"
+    );
     let (s, v) = srv
         .call(
             "POST",
@@ -661,25 +468,7 @@ async fn aws_login_against_moto_pins_the_instance_and_refuses_every_bad_request(
     let h = sigv4(&n1.creds, "sts", &with_query, BODY, &id_header);
     bad.push(("query string", iam_login(&with_query, BODY, &h, "worker")));
     // An ARN outside bound_iam_principal_arn.
-    let outsider = {
-        let a = query(
-            &moto,
-            &admin,
-            "sts",
-            &[
-                ("Action", "AssumeRole"),
-                ("Version", "2011-06-15"),
-                ("RoleArn", &other_arn),
-                ("RoleSessionName", &n1.id),
-            ],
-        )
-        .await;
-        Creds {
-            access: xml(&a, "AccessKeyId").to_string(),
-            secret: xml(&a, "SecretAccessKey").to_string(),
-            session: Some(xml(&a, "SessionToken").to_string()),
-        }
-    };
+    let outsider = crate::harness::aws::assume_role(m, &admin, &other_arn, &n1.id).await;
     let h = sigv4(&outsider, "sts", &url, BODY, &id_header);
     bad.push((
         "ARN outside the binding",
@@ -733,7 +522,7 @@ async fn aws_login_against_moto_pins_the_instance_and_refuses_every_bad_request(
 
     // A terminated instance's credentials no longer log in.
     query(
-        &moto,
+        m,
         &admin,
         "ec2",
         &[

@@ -32,9 +32,9 @@ use harness::Server;
 use node_client::inspect;
 use node_client::profile::Profile;
 use serde_json::{Value, json};
-use std::os::unix::fs::OpenOptionsExt;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -486,14 +486,28 @@ async fn fetch_waits_for_a_server_that_starts_late_and_sealed() {
     let out = dir.path().join("out");
     let ca = dir.path().join("tls/ca.pem");
     let mut c = node_client(&addr, &ca, &tok, &args("worker", "worker-1", &out, &[]));
-    c.args(["--deadline", "60"]);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(["--deadline", "90"]);
+    // stderr to a file, so the test can see when the client noticed the seal.
+    let log = dir.path().join("node-client.log");
+    c.stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
     let started = Instant::now();
     let child = c.spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    // The server comes back sealed; it is unsealed three seconds later.
+    // The server comes back sealed; it is unsealed once the client has seen that.
     let srv = Server::start_on(dir.path(), port).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("503") || text.contains("sealed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never saw the sealed server: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for k in &keys {
         let (st, _) = srv
             .call(
@@ -508,9 +522,9 @@ async fn fetch_waits_for_a_server_that_starts_late_and_sealed() {
     let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(started.elapsed() >= Duration::from_secs(13));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(o.status.success(), "{}\n{err}", show(&o));
+    assert!(started.elapsed() >= Duration::from_secs(10));
     assert!(
         err.contains("waiting for pki-server"),
         "it said what it waits for: {err}"

@@ -193,6 +193,11 @@ impl Profile {
         })
     }
 
+    /// Override a profile variable (`{{name}}`), as apply-profile's `--var` does.
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        self.vars.insert(name.to_string(), value.to_string());
+    }
+
     /// Node roles that have certificates, in profile order.
     pub fn roles(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -368,7 +373,7 @@ mod tests {
         let kc = w.iter().find(|r| r.file == "kube-proxy").unwrap();
         assert_eq!(
             kc.kubeconfig.as_ref().unwrap().server,
-            "https://api-server.kc.internal:6443"
+            "https://api.kc.cluster.internal:6443"
         );
         let api = p.requests("controller", &node()).unwrap();
         let api = api.iter().find(|r| r.file == "apiserver").unwrap();

@@ -171,7 +171,11 @@ pub fn aws_server_id(spec: &ClusterSpec) -> String {
 
 /// `apply-profile` variables that tie the profile's auth/aws config to this cluster.
 fn profile_vars(spec: &ClusterSpec) -> String {
-    let mut v = format!("--var aws_iam_server_id={}", aws_server_id(spec));
+    let mut v = format!(
+        "--var aws_iam_server_id={} --var api_dns={}",
+        aws_server_id(spec),
+        api_dns(spec)
+    );
     if let Some(r) = &spec.region {
         v.push_str(&format!(" --var aws_region={r}"));
     }

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod aws;
 pub mod certs;
 pub mod ignition;
+pub mod kubeconfig;
 pub mod local;
 pub mod model;
 pub mod observe;

@@ -59,6 +59,28 @@ enum Command {
     },
     /// Clear the state lock left by a provisioner that died.
     Unlock,
+    /// Write an admin kubeconfig from a short-lived certificate pki-server
+    /// issues to your operator token (VAULT_ADDR, VAULT_CACERT, VAULT_TOKEN).
+    Kubeconfig {
+        /// pki-server address (default https://<pki DNS>:8200).
+        #[arg(long, env = "VAULT_ADDR")]
+        address: Option<String>,
+        /// pki-server's listener CA certificate.
+        #[arg(long = "ca-cert", env = "VAULT_CACERT")]
+        ca_cert: Option<PathBuf>,
+        /// The name your operator token carries (its node_name).
+        #[arg(long, env = "USER")]
+        name: String,
+        /// Certificate lifetime (default: the role's, short).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// API server host in the kubeconfig (default: the private zone's API record).
+        #[arg(long)]
+        api_host: Option<String>,
+        /// Output folder (default ~/.kube/kube-aws-pki/<cluster>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
@@ -94,6 +116,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         _ => {}
     }
     let spec = load_spec(&cli.spec).map_err(Failure::User)?;
+    if let Command::Kubeconfig {
+        address,
+        ca_cert,
+        name,
+        ttl,
+        api_host,
+        out,
+    } = cli.command
+    {
+        let out = match out {
+            Some(o) => o,
+            None => provisioner::kubeconfig::default_out(&spec.name).map_err(Failure::User)?,
+        };
+        let token = zeroize::Zeroizing::new(std::env::var("VAULT_TOKEN").unwrap_or_default());
+        let o = provisioner::kubeconfig::KubeconfigOptions {
+            addr: address,
+            ca_cert,
+            token,
+            name,
+            ttl,
+            out,
+            api_host,
+        };
+        let conf = provisioner::kubeconfig::write(&spec, &o)
+            .await
+            .map_err(Failure::User)?;
+        println!(
+            "wrote {} (use: KUBECONFIG={} kubectl get nodes)",
+            conf.display(),
+            conf.display()
+        );
+        return Ok(());
+    }
     let p = Provisioner::from_env(spec).await;
     let unexpected = Failure::Unexpected;
     match cli.command {
@@ -172,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Kubeconfig { .. } => {} // handled before the AWS clients are made
         Command::Unlock => match p.unlock().await.map_err(unexpected)? {
             Some(h) => println!("removed the lock held by {h}"),
             None => println!("the cluster was not locked"),

@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -199,6 +199,78 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         before
     );
 
+    // `provisioner kubeconfig`: an admin kubeconfig from a certificate issued
+    // to an operator's own token, written privately; no token, no kubeconfig.
+    let token = root_call(
+        &dir,
+        "POST",
+        "auth/token/create",
+        Some(serde_json::json!({
+            "policies": ["kubecluster-operator"], "ttl": "10m", "meta": {"node_name": "alice"}
+        })),
+    )["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spec = tmp.path().join("cluster.toml");
+    std::fs::write(&spec, "name = \"kubecluster\"\n").unwrap();
+    let kube = tmp.path().join("kube");
+    let addr = std::fs::read_to_string(dir.join("pki/addr")).unwrap();
+    let kubeconfig = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args([
+                "-f",
+                spec.to_str().unwrap(),
+                "kubeconfig",
+                "--name",
+                "alice",
+                "--out",
+                kube.to_str().unwrap(),
+            ])
+            .env("VAULT_ADDR", addr.trim())
+            .env("VAULT_CACERT", dir.join("pki/tls/ca.pem"))
+            .env("VAULT_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let o = kubeconfig("");
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(!kube.join("admin.conf").exists());
+    let o = kubeconfig(&token);
+    assert!(o.status.success(), "{}", show(&o));
+    let conf = std::fs::read_to_string(kube.join("admin.conf")).unwrap();
+    assert!(
+        conf.contains("https://api.kubecluster.cluster.internal:6443"),
+        "{conf}"
+    );
+    assert!(
+        !conf.contains(&token),
+        "the kubeconfig holds a certificate, not the token"
+    );
+    for f in ["admin.conf", "admin.key"] {
+        let m = std::fs::metadata(kube.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600, "{f}");
+    }
+    let cert = std::fs::read_to_string(kube.join("admin.crt")).unwrap();
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-enddate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(cert.as_bytes())?;
+            c.wait_with_output()
+        });
+    if let Ok(t) = text {
+        let t = String::from_utf8_lossy(&t.stdout);
+        assert!(t.contains("kubernetes-admin"), "{t}");
+    }
+
     // A directory it did not make is never removed.
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
@@ -215,8 +287,13 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     }
 }
 
-/// The `path` (how it was made) of every non-root token pki-server holds.
-fn token_paths(dir: &Path) -> Vec<String> {
+/// One call to the local pki-server with the root token.
+fn root_call(
+    dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("unseal-keys.json")).unwrap()).unwrap();
     let root = saved["root_token"].as_str().unwrap().to_string();
@@ -229,38 +306,37 @@ fn token_paths(dir: &Path) -> Vec<String> {
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let call = |m: &str, path: &str, body: Option<serde_json::Value>| {
-            let path = path.to_string();
-            let mut r = http
-                .request(
-                    reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
-                    format!("{}/v1/{path}", addr.trim()),
-                )
-                .header("X-Vault-Token", &root);
-            if let Some(b) = body {
-                r = r.json(&b);
-            }
-            async move {
-                let resp = r.send().await.unwrap();
-                assert!(resp.status().is_success(), "{path}: {}", resp.status());
-                resp.json::<serde_json::Value>().await.unwrap()
-            }
-        };
-        let list = call("LIST", "auth/token/accessors", None).await;
-        let mut out = Vec::new();
-        for a in list["data"]["keys"].as_array().unwrap() {
-            let v = call(
-                "POST",
-                "auth/token/lookup-accessor",
-                Some(serde_json::json!({"accessor": a})),
+        let mut r = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/v1/{path}", addr.trim()),
             )
-            .await;
-            if v["data"]["policies"] != serde_json::json!(["root"]) {
-                out.push(v["data"]["path"].as_str().unwrap_or_default().to_string());
-            }
+            .header("X-Vault-Token", &root);
+        if let Some(b) = body {
+            r = r.json(&b);
         }
-        out
+        let resp = r.send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json::<serde_json::Value>().await.unwrap()
     })
+}
+
+/// The `path` (how it was made) of every non-root token pki-server holds.
+fn token_paths(dir: &Path) -> Vec<String> {
+    let list = root_call(dir, "LIST", "auth/token/accessors", None);
+    let mut out = Vec::new();
+    for a in list["data"]["keys"].as_array().unwrap() {
+        let v = root_call(
+            dir,
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(serde_json::json!({"accessor": a})),
+        );
+        if v["data"]["policies"] != serde_json::json!(["root"]) {
+            out.push(v["data"]["path"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
 }
 
 struct Cleanup(PathBuf);

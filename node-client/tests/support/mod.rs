@@ -169,7 +169,7 @@ pub fn assert_controller(out: &Path, node: &str, ip: &str) -> CertInfo {
             "kubernetes.default",
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
-            "api-server.kubecluster.internal",
+            "api.kubecluster.cluster.internal",
             node
         ]
     );
@@ -287,7 +287,7 @@ pub fn assert_worker(out: &Path, node: &str) {
         serde_json::from_slice(&std::fs::read(out.join("kubelet.conf")).unwrap()).unwrap();
     assert_eq!(
         kc["clusters"][0]["cluster"]["server"],
-        "https://api-server.kubecluster.internal:6443"
+        "https://api.kubecluster.cluster.internal:6443"
     );
 }
 

@@ -32,10 +32,47 @@ pub struct Executor<'a> {
     known: Mutex<Known>,
     /// Longest wait for a resource that must settle (deletes, NAT gateways).
     pub patience: Duration,
+    progress: Progress,
 }
 
-fn progress(line: &str) {
-    eprintln!("{line}");
+/// Progress per resource on stderr: on a terminal a counter and a status
+/// line redrawn in place, finished resources kept as lines; otherwise plain lines.
+#[derive(Debug)]
+struct Progress {
+    tty: bool,
+    total: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total: 0.into(),
+            done: 0.into(),
+        }
+    }
+
+    /// A step started (`finished` false) or a resource finished.
+    fn line(&self, line: &str, finished: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.tty {
+            eprintln!("{line}");
+            return;
+        }
+        let done = if finished {
+            self.done.fetch_add(1, SeqCst) + 1
+        } else {
+            self.done.load(SeqCst)
+        };
+        let total = self.total.load(SeqCst);
+        if finished {
+            eprintln!("\r\x1b[K[{done}/{total}]{line}");
+        } else {
+            eprint!("\r\x1b[K[{done}/{total}]{line}");
+        }
+    }
 }
 
 impl<'a> Executor<'a> {
@@ -53,11 +90,15 @@ impl<'a> Executor<'a> {
             desired: desired.iter().map(|r| (r.key.clone(), r.clone())).collect(),
             known: Mutex::new(world.known()),
             patience: Duration::from_secs(600),
+            progress: Progress::new(),
         }
     }
 
     /// Run every change of `plan`, level by level.
     pub async fn run(&self, plan: &Plan) -> anyhow::Result<()> {
+        self.progress
+            .total
+            .fetch_add(plan.changes.len(), std::sync::atomic::Ordering::SeqCst);
         for c in &plan.changes {
             if let Action::Replace(fields) = &c.action {
                 bail!(
@@ -81,7 +122,8 @@ impl<'a> Executor<'a> {
             let mut failed = Vec::new();
             for (c, r) in changes.iter().zip(results) {
                 if let Err(e) = r {
-                    progress(&format!("  failed   {}: {e:#}", c.key));
+                    self.progress
+                        .line(&format!("  failed   {}: {e:#}", c.key), true);
                     failed.push(format!("{}: {e:#}", c.key));
                 }
             }
@@ -103,26 +145,29 @@ impl<'a> Executor<'a> {
         match &c.action {
             Action::Create => {
                 let r = self.resource(&c.key)?;
-                progress(&format!("  creating {}", c.key));
+                self.progress.line(&format!("  creating {}", c.key), false);
                 self.create(r)
                     .await
                     .with_context(|| format!("while creating {}", c.key))?;
-                progress(&format!("  created  {}", c.key));
+                self.progress.line(&format!("  created  {}", c.key), true);
             }
             Action::Update(fields) => {
                 let r = self.resource(&c.key)?;
-                progress(&format!("  updating {} ({})", c.key, fields.join(", ")));
+                self.progress.line(
+                    &format!("  updating {} ({})", c.key, fields.join(", ")),
+                    false,
+                );
                 self.update(r, fields)
                     .await
                     .with_context(|| format!("while updating {}", c.key))?;
-                progress(&format!("  updated  {}", c.key));
+                self.progress.line(&format!("  updated  {}", c.key), true);
             }
             Action::Delete => {
-                progress(&format!("  deleting {}", c.key));
+                self.progress.line(&format!("  deleting {}", c.key), false);
                 self.delete(&c.key)
                     .await
                     .with_context(|| format!("while deleting {}", c.key))?;
-                progress(&format!("  deleted  {}", c.key));
+                self.progress.line(&format!("  deleted  {}", c.key), true);
             }
             Action::Replace(_) => bail!("replace is refused"),
         }
@@ -853,7 +898,7 @@ impl<'a> Executor<'a> {
                     .send()
                     .await
                     .map_err(err)?;
-                progress(&format!("  rules    {}", c.key));
+                self.progress.line(&format!("  rules    {}", c.key), false);
             }
         }
         Ok(())
@@ -1318,9 +1363,10 @@ impl<'a> Executor<'a> {
                     if !retry || tokio::time::Instant::now() > deadline {
                         return Err(e);
                     }
-                    progress(&format!(
-                        "  waiting  {key}: still in use, retrying in {pause:?}"
-                    ));
+                    self.progress.line(
+                        &format!("  waiting  {key}: still in use, retrying in {pause:?}"),
+                        false,
+                    );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(15));
                 }

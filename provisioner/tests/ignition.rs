@@ -210,48 +210,112 @@ fn stub_executables_rewrites_only_missing_executables() {
     assert!(stub.is_file());
 }
 
+/// `systemd-analyze verify` on `config`'s units: Ok(output about host units
+/// only), or Err(everything it printed) when it complains about ours.
+fn verify(analyze: &Path, config: &Config) -> Result<String, String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let units = tmp.path().join("units");
+    let stubs = tmp.path().join("stubs");
+    std::fs::create_dir_all(&units).unwrap();
+    let names = write_units(config, &units, &stubs);
+    assert!(!names.is_empty(), "no units");
+    // The unit folder first, then the host's (the trailing ':'), so
+    // multi-user.target and network-online.target resolve.
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no", "--generators=no"])
+        .args(names.iter().map(|n| units.join(n)))
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "status {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Complaints about the host's own units are not ours to fix.
+    let ours = text.lines().any(|l| {
+        l.contains(tmp.path().to_str().unwrap()) || names.iter().any(|n| l.contains(n.as_str()))
+    });
+    if out.status.success() && !ours {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
 #[test]
 fn every_rendered_unit_passes_systemd_analyze_verify() {
     let Some(analyze) = tool("systemd-analyze", "systemd") else {
         return;
     };
-    for role in Role::ALL {
-        let tmp = tempfile::tempdir().unwrap();
-        let units = tmp.path().join("units");
-        let stubs = tmp.path().join("stubs");
-        std::fs::create_dir_all(&units).unwrap();
-        let names = write_units(&ignition::config(&spec(), role), &units, &stubs);
-        assert!(!names.is_empty(), "{role}: no units");
-        // The unit folder first, then the host's (the trailing ':'), so
-        // multi-user.target and network-online.target resolve.
-        let out = Command::new(&analyze)
-            .args(["verify", "--man=no", "--generators=no"])
-            .args(names.iter().map(|n| units.join(n)))
-            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
-            .env("SYSTEMD_LOG_COLOR", "0")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Complaints about the host's own units are not ours to fix.
-        let ours: Vec<&str> = text
-            .lines()
-            .filter(|l| {
-                l.contains(tmp.path().to_str().unwrap())
-                    || names.iter().any(|n| l.contains(n.as_str()))
-            })
-            .collect();
-        assert!(
-            out.status.success() && ours.is_empty(),
-            "{role}: systemd-analyze verify: status {:?}\n{text}",
-            out.status.code()
-        );
-        if !text.trim().is_empty() {
-            eprintln!("{role}: systemd-analyze (host units only):\n{text}");
+    for spec in [spec(), custom_spec()] {
+        for role in Role::ALL {
+            match verify(&analyze, &ignition::config(&spec, role)) {
+                Ok(text) if text.lines().count() > 1 => {
+                    eprintln!("{role}: systemd-analyze (host units only):\n{text}")
+                }
+                Ok(_) => {}
+                Err(text) => panic!("{role}: systemd-analyze verify:\n{text}"),
+            }
         }
+    }
+}
+
+#[test]
+fn systemd_analyze_verify_catches_broken_units() {
+    let Some(analyze) = tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let unit = |name: &str, text: &str| ignition::Unit {
+        name: name.into(),
+        enabled: true,
+        contents: Some(text.into()),
+        dropins: vec![],
+    };
+    let config = |units: Vec<ignition::Unit>| Config {
+        ignition: ignition::Ignition {
+            version: ignition::VERSION.into(),
+        },
+        storage: ignition::Storage { files: vec![] },
+        systemd: ignition::Systemd { units },
+    };
+    let good = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/opt/bin/x\n\n[Install]\nWantedBy=multi-user.target\n";
+    assert!(verify(&analyze, &config(vec![unit("x.service", good)])).is_ok());
+    for (why, text, dropin) in [
+        (
+            "a Requires= on a unit neither rendered nor in the image",
+            "[Unit]\nRequires=nowhere.service\n[Service]\nExecStart=/opt/bin/x\n",
+            None,
+        ),
+        (
+            "an unknown key",
+            "[Service]\nExecStart=/opt/bin/x\nExecStrat=/opt/bin/y\n",
+            None,
+        ),
+        (
+            "a relative executable",
+            "[Service]\nExecStart=opt/bin/x\n",
+            None,
+        ),
+        (
+            "an unknown key in a drop-in",
+            good,
+            Some("[Service]\nBogus=1\n"),
+        ),
+    ] {
+        let mut u = unit("x.service", text);
+        if let Some(d) = dropin {
+            u.dropins.push(ignition::Dropin {
+                name: "10-x.conf".into(),
+                contents: d.into(),
+            });
+        }
+        assert!(
+            verify(&analyze, &config(vec![u])).is_err(),
+            "systemd-analyze verify missed {why}"
+        );
     }
 }
 
@@ -494,6 +558,22 @@ fn kubelet_anonymous_off(flags: &[(String, String)], config: &Config) -> bool {
         off = Some(v == "false"); // the flag overrides the file
     }
     off.unwrap_or(false)
+}
+
+#[test]
+fn kubelet_anonymous_auth_counts_as_on_unless_turned_off() {
+    let empty = ignition::config(&spec(), Role::PkiServer);
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    for (cmd, off) in [
+        ("/opt/bin/kubelet --kubeconfig k", false),
+        ("/opt/bin/kubelet --anonymous-auth=true", false),
+        ("/opt/bin/kubelet --anonymous-auth true", false),
+        ("/opt/bin/kubelet --anonymous-auth=false", true),
+        ("/opt/bin/kubelet --anonymous-auth false --v 2", true),
+    ] {
+        let flags = flags_after(&words(cmd), "kubelet").expect("kubelet");
+        assert_eq!(kubelet_anonymous_off(&flags, &empty), off, "{cmd}");
+    }
 }
 
 #[test]

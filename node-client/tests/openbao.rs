@@ -23,6 +23,8 @@
 #[path = "../../tests/support/bao.rs"]
 mod bao;
 mod support;
+#[path = "../../tests/support/venv.rs"]
+mod venv;
 
 use bao::Bao;
 use serde_json::{Value, json};

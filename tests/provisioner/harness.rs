@@ -3,37 +3,12 @@
 use provisioner::Provisioner;
 use provisioner::aws::Recorder;
 use provisioner::spec::ClusterSpec;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether missing tools must fail the run (CI) rather than skip.
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A tool from the test venv (PKI_TEST_VENV or tests/.venv), or None (skip);
-/// panics under CI=true.
-pub fn venv_tool(name: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("PKI_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let p = venv.join("bin").join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    assert!(
-        !required(),
-        "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
-        p.display()
-    );
-    eprintln!(
-        "SKIPPED: {} not found; run tests/harness.sh setup",
-        p.display()
-    );
-    None
-}
+#[path = "../support/venv.rs"]
+mod venv;
+use venv::{free_port, venv_tool};
 
 /// The Flatcar image the newest fake AMI stands for.
 pub const NEWEST_FLATCAR: &str = "ami-0f1a7ca2000000002";
@@ -97,11 +72,7 @@ impl Moto {
             )
             .unwrap();
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_AMIS_PATH", &amis)

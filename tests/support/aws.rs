@@ -6,49 +6,12 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether missing test tools must fail the run (CI) rather than skip.
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The test venv (tests/.venv, or PKI_TEST_VENV).
-pub fn venv() -> PathBuf {
-    std::env::var_os("PKI_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/.venv"))
-}
-
-/// A tool from the venv, or None (skip) — panics under CI=true.
-pub fn venv_tool(name: &str) -> Option<PathBuf> {
-    let p = venv().join("bin").join(name);
-    if p.exists() {
-        return Some(p);
-    }
-    if required() {
-        panic!(
-            "{} is missing: run tests/harness.sh setup (CI=true: tests never skip)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} not found; run tests/harness.sh setup",
-        p.display()
-    );
-    None
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// The includer declares `mod venv` (tests/support/venv.rs) beside this module.
+#[allow(unused_imports)]
+pub use super::venv::{free_port, required, venv, venv_tool};
 
 pub fn wait_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

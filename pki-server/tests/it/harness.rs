@@ -16,6 +16,8 @@ use tower::ServiceExt;
 
 #[path = "../../../tests/support/bao.rs"]
 mod bao;
+#[path = "../../../tests/support/venv.rs"]
+mod venv;
 pub use bao::{Bao, required, venv_tool};
 
 /// The app over a storage, driven without sockets.

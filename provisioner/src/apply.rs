@@ -1033,6 +1033,7 @@ impl<'a> Executor<'a> {
             image,
             instance_type,
             volume_gb,
+            data_volume_gb,
             user_data,
         } = &r.desired
         else {
@@ -1045,6 +1046,23 @@ impl<'a> Executor<'a> {
                 .set_tags(self.ec2_tags(r, ResourceType::Instance).tags.clone())
                 .build()
         };
+        let volume = |device: &str, gb: i32| {
+            LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name(device)
+                .ebs(
+                    LaunchTemplateEbsBlockDeviceRequest::builder()
+                        .volume_size(gb)
+                        .volume_type(VolumeType::Gp3)
+                        .encrypted(true)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build()
+        };
+        let mut volumes = vec![volume("/dev/xvda", *volume_gb)];
+        if let Some(gb) = data_volume_gb {
+            volumes.push(volume(crate::node::etcd::DATA_DEVICE, *gb));
+        }
         Ok(RequestLaunchTemplateData::builder()
             .image_id(image)
             .instance_type(InstanceType::from(instance_type.as_str()))
@@ -1061,19 +1079,7 @@ impl<'a> Executor<'a> {
                     .http_put_response_hop_limit(1)
                     .build(),
             )
-            .block_device_mappings(
-                LaunchTemplateBlockDeviceMappingRequest::builder()
-                    .device_name("/dev/xvda")
-                    .ebs(
-                        LaunchTemplateEbsBlockDeviceRequest::builder()
-                            .volume_size(*volume_gb)
-                            .volume_type(VolumeType::Gp3)
-                            .encrypted(true)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            )
+            .set_block_device_mappings(Some(volumes))
             .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
             .tag_specifications(instance_tags(ResourceType::Instance))
             .tag_specifications(instance_tags(ResourceType::Volume))
@@ -1675,7 +1681,7 @@ impl<'a> Executor<'a> {
             ArtifactBody::File(path) => tokio::fs::read(path)
                 .await
                 .with_context(|| format!("while reading {}", path.display()))?,
-            ArtifactBody::Text(t) => t.as_bytes().to_vec(),
+            ArtifactBody::Text(t) => t.clone().into_bytes(),
         };
         let got = crate::sha256_hex(&bytes);
         if got != sha256 {

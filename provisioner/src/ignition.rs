@@ -7,7 +7,7 @@
 //! them out); every certificate path they name comes from `certs.rs`.
 //! No secret is ever placed here: user data is readable through IMDS.
 
-use crate::certs;
+use crate::node::{l, unit_text};
 use crate::spec::{ClusterSpec, Role};
 use serde::Serialize;
 
@@ -21,6 +21,9 @@ pub const VERSION: &str = "3.3.0";
 pub struct Config {
     /// `ignition.version`.
     pub ignition: Ignition,
+    /// Users (the `core` user's SSH keys, when SSH is on).
+    #[serde(skip_serializing_if = "Passwd::is_empty")]
+    pub passwd: Passwd,
     /// Files.
     pub storage: Storage,
     /// systemd units.
@@ -32,13 +35,63 @@ pub struct Config {
 pub struct Ignition {
     /// Spec version.
     pub version: String,
+    /// The config to fetch and use instead of this one (user data pointers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigRef>,
+}
+
+/// `ignition.config`: replace this config with a fetched one.
+#[derive(Debug, Serialize)]
+pub struct ConfigRef {
+    /// The replacement.
+    pub replace: Contents,
+}
+
+/// The `passwd` section.
+#[derive(Debug, Default, Serialize)]
+pub struct Passwd {
+    /// Users.
+    pub users: Vec<User>,
+}
+
+impl Passwd {
+    fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// One user.
+#[derive(Debug, Serialize)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// OpenSSH public keys.
+    #[serde(rename = "sshAuthorizedKeys")]
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 /// The `storage` section.
 #[derive(Debug, Serialize)]
 pub struct Storage {
+    /// Filesystems to create (the etcd data volume).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filesystems: Vec<Filesystem>,
     /// Files to write.
     pub files: Vec<File>,
+}
+
+/// A filesystem Ignition creates on a block device (kept if it already has one).
+#[derive(Debug, Serialize)]
+pub struct Filesystem {
+    /// Block device.
+    pub device: String,
+    /// `ext4`.
+    pub format: String,
+    /// Filesystem label (mounted by label).
+    pub label: String,
+    /// Never wipe an existing filesystem.
+    #[serde(rename = "wipeFilesystem")]
+    pub wipe_filesystem: bool,
 }
 
 /// One file.
@@ -54,11 +107,41 @@ pub struct File {
     pub contents: Contents,
 }
 
-/// File contents by URL (`data:` or `s3://`).
+/// File contents by URL (`data:`, `s3://` or `https://`).
 #[derive(Debug, Serialize)]
 pub struct Contents {
     /// Source URL.
     pub source: String,
+    /// The hash Ignition checks before writing (every `https://` download).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// `contents.verification`.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// `sha256-<hex>`.
+    pub hash: String,
+}
+
+impl Contents {
+    /// Contents from a URL Ignition trusts by its transport (data:, s3://).
+    pub fn url(source: String) -> Contents {
+        Contents {
+            source,
+            verification: None,
+        }
+    }
+
+    /// Contents downloaded and checked against a SHA-256.
+    pub fn verified(source: String, sha256: &str) -> Contents {
+        Contents {
+            source,
+            verification: Some(Verification {
+                hash: format!("sha256-{sha256}"),
+            }),
+        }
+    }
 }
 
 /// The `systemd` section.
@@ -75,6 +158,9 @@ pub struct Unit {
     pub name: String,
     /// Enable it.
     pub enabled: bool,
+    /// Mask it (a unit of the image that must not run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mask: bool,
     /// Unit file text (none: the unit ships in the image or elsewhere; only drop-ins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contents: Option<String>,
@@ -93,12 +179,79 @@ pub struct Dropin {
 }
 
 impl Unit {
-    fn new(name: &str, contents: String) -> Unit {
+    /// An enabled unit with its file text.
+    pub fn new(name: &str, contents: String) -> Unit {
         Unit {
             name: name.into(),
             enabled: true,
+            mask: false,
             contents: Some(contents),
             dropins: vec![],
+        }
+    }
+
+    /// A unit that runs only when another pulls it in (no `[Install]`).
+    pub fn static_unit(name: &str, contents: String) -> Unit {
+        Unit {
+            enabled: false,
+            ..Unit::new(name, contents)
+        }
+    }
+
+    /// A masked unit of the image.
+    pub fn masked(name: &str) -> Unit {
+        Unit {
+            name: name.into(),
+            enabled: false,
+            mask: true,
+            contents: None,
+            dropins: vec![],
+        }
+    }
+
+    /// Only a drop-in for a unit the image ships.
+    pub fn dropin(name: &str, dropin: &str, contents: String) -> Unit {
+        Unit {
+            name: name.into(),
+            enabled: false,
+            mask: false,
+            contents: None,
+            dropins: vec![Dropin {
+                name: dropin.into(),
+                contents,
+            }],
+        }
+    }
+}
+
+impl File {
+    /// A text file carried in the config as a `data:` URL.
+    pub fn text(path: &str, mode: u32, text: &str) -> File {
+        File {
+            path: path.into(),
+            mode,
+            overwrite: true,
+            contents: Contents::url(data_url(text)),
+        }
+    }
+
+    /// A file downloaded at first boot and checked against its pinned SHA-256.
+    pub fn download(path: &str, mode: u32, d: &crate::pins::Download) -> File {
+        File {
+            path: path.into(),
+            mode,
+            overwrite: true,
+            contents: Contents::verified(d.url.clone(), &d.sha256),
+        }
+    }
+
+    /// A file from the cluster's config bucket (read with the instance role).
+    pub fn s3(path: &str, mode: u32, bucket: &str, key: &str) -> File {
+        File {
+            path: path.into(),
+            mode,
+            overwrite: true,
+            contents: Contents::url(format!("s3://{bucket}/{key}")),
         }
     }
 }
@@ -106,7 +259,7 @@ impl Unit {
 /// Where nodes keep the pki-server listener CA (node-client's VAULT_CACERT).
 pub const PKI_CA: &str = "/etc/kube-aws-pki/pki-ca.pem";
 /// Per-boot facts of the instance (node name, address) for node-client.
-pub const NODE_ENV: &str = "/run/kube-aws-pki/node.env";
+pub const NODE_ENV: &str = crate::node::NODE_ENV;
 
 /// Percent-encode a text file into a `data:` URL (RFC 2397).
 fn data_url(text: &str) -> String {
@@ -121,23 +274,6 @@ fn data_url(text: &str) -> String {
     out
 }
 
-/// A systemd unit file from sections of `key=value` lines.
-fn unit_text(sections: &[(&str, Vec<String>)]) -> String {
-    let mut s = String::new();
-    for (name, lines) in sections {
-        s.push_str(&format!("[{name}]\n"));
-        for l in lines {
-            s.push_str(l);
-            s.push('\n');
-        }
-        s.push('\n');
-    }
-    s
-}
-
-fn l(s: &str) -> String {
-    s.to_string()
-}
 
 /// DNS name of the pki-server record.
 pub fn pki_dns(spec: &ClusterSpec) -> String {
@@ -191,9 +327,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
         path: node_client::units::BINARY_PATH.into(),
         mode: 0o755,
         overwrite: true,
-        contents: Contents {
-            source: format!("s3://{config_bucket}/bin/node-client"),
-        },
+        contents: Contents::url(format!("s3://{config_bucket}/bin/node-client")),
     }];
     if role != Role::PkiServer {
         // Settings shared by every node of the role; the per-instance ones
@@ -203,15 +337,13 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             path: node_client::units::ENV_FILE.into(),
             mode: 0o644,
             overwrite: true,
-            contents: Contents {
-                source: data_url(&format!(
+            contents: Contents::url(data_url(&format!(
                     "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\n",
                     pki_dns(spec),
                     role.name(),
                     spec.name,
                     aws_server_id(spec)
-                )),
-            },
+                ))),
         });
     }
     let mut units = Vec::new();
@@ -227,18 +359,14 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 path: format!("/etc/pki-server/policies/{p}"),
                 mode: 0o644,
                 overwrite: true,
-                contents: Contents {
-                    source: format!("s3://{config_bucket}/policies/{p}"),
-                },
+                contents: Contents::url(format!("s3://{config_bucket}/policies/{p}")),
             });
         }
         files.push(File {
             path: "/opt/bin/pki-server".into(),
             mode: 0o755,
             overwrite: true,
-            contents: Contents {
-                source: format!("s3://{config_bucket}/bin/pki-server"),
-            },
+            contents: Contents::url(format!("s3://{config_bucket}/bin/pki-server")),
         });
         units.push(Unit::new(
             "pki-server.service",
@@ -348,7 +476,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         l("EnvironmentFile=/run/metadata/flatcar"),
                         l("ExecStartPre=/usr/bin/mkdir -p /run/kube-aws-pki"),
                         format!(
-                            "ExecStart=/bin/sh -c 'printf \"NODE_NAME=%%s\\nNODE_IP_ARGS=--ip %%s\\n\" \"$COREOS_EC2_HOSTNAME\" \"$COREOS_EC2_IPV4_LOCAL\" > {NODE_ENV}'"
+                            "ExecStart=/bin/sh -c 'printf \"NODE_NAME=%%s\\nNODE_IP=%%s\\nNODE_IP_ARGS=--ip %%s\\n\" \"$COREOS_EC2_HOSTNAME\" \"$COREOS_EC2_IPV4_LOCAL\" \"$COREOS_EC2_IPV4_LOCAL\" > {NODE_ENV}'"
                         ),
                     ],
                 ),
@@ -383,101 +511,68 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             units.push(Unit {
                 name: name.into(),
                 enabled: true,
+                mask: false,
                 contents: Some(text.into()),
                 dropins: vec![dropin()],
             });
         }
     }
-    units.extend(role_units(spec, role));
+    let parts = crate::node::parts(spec, role);
+    files.extend(parts.files);
+    units.extend(parts.units);
     Config {
         ignition: Ignition {
             version: VERSION.into(),
+            config: None,
         },
-        storage: Storage { files },
+        passwd: Passwd {
+            users: crate::node::updates::users(spec, role),
+        },
+        storage: Storage {
+            filesystems: parts.filesystems,
+            files,
+        },
         systemd: Systemd { units },
     }
 }
 
-/// A unit that needs the certificates: ordered after node-client-fetch.
-fn cert_unit(name: &str, description: &str, exec: String) -> Unit {
-    Unit::new(
-        name,
-        unit_text(&[
-            (
-                "Unit",
-                vec![
-                    format!("Description={description}"),
-                    l("After=node-client-fetch.service"),
-                    l("Requires=node-client-fetch.service"),
-                ],
-            ),
-            (
-                "Service",
-                vec![exec, l("Restart=always"), l("RestartSec=5")],
-            ),
-            ("Install", vec![l("WantedBy=multi-user.target")]),
-        ]),
-    )
-}
-
-fn role_units(spec: &ClusterSpec, role: Role) -> Vec<Unit> {
-    let pki = certs::DIR;
-    let p = certs::path;
-    match role {
-        Role::PkiServer => vec![],
-        Role::Etcd => vec![cert_unit(
-            "etcd-member.service",
-            "etcd member",
-            format!(
-                "ExecStart=/usr/bin/docker run --rm --name etcd --net host -v {pki}:{pki}:ro -v /var/lib/etcd:/var/lib/etcd quay.io/coreos/etcd:v{} etcd --data-dir /var/lib/etcd --cert-file {} --key-file {} --trusted-ca-file {} --client-cert-auth --peer-cert-file {} --peer-key-file {} --peer-trusted-ca-file {} --peer-client-cert-auth --listen-client-urls https://0.0.0.0:2379 --listen-peer-urls https://0.0.0.0:2380",
-                spec.etcd_version,
-                p("etcd-member.crt"),
-                p("etcd-member.key"),
-                p("etcd-ca.crt"),
-                p("etcd-member.crt"),
-                p("etcd-member.key"),
-                p("etcd-ca.crt"),
-            ),
-        )],
-        Role::Controller => vec![cert_unit(
-            "kube-apiserver.service",
-            "Kubernetes API server (minimal; issue #9)",
-            format!(
-                "ExecStart=/usr/bin/docker run --rm --name kube-apiserver --net host -v {pki}:{pki}:ro registry.k8s.io/kube-apiserver:v{} kube-apiserver --secure-port 6443 --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --service-cluster-ip-range {} --etcd-cafile {} --etcd-certfile {} --etcd-keyfile {} --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --kubelet-client-certificate {} --kubelet-client-key {} --proxy-client-cert-file {} --proxy-client-key-file {} --requestheader-client-ca-file {}",
-                spec.kubernetes_version,
-                spec.service_cidr,
-                p("etcd-ca.crt"),
-                p("apiserver-etcd-client.crt"),
-                p("apiserver-etcd-client.key"),
-                p("apiserver.crt"),
-                p("apiserver.key"),
-                p("ca.crt"),
-                p("apiserver-kubelet-client.crt"),
-                p("apiserver-kubelet-client.key"),
-                p("front-proxy-client.crt"),
-                p("front-proxy-client.key"),
-                p("front-proxy-ca.crt"),
-            ),
-        )],
-        Role::Worker => vec![cert_unit(
-            "kubelet.service",
-            "Kubernetes node agent (minimal; issue #9)",
-            format!(
-                "ExecStart=/opt/bin/kubelet --anonymous-auth=false --authorization-mode=Webhook --tls-cert-file {} --tls-private-key-file {} --client-ca-file {} --cluster-dns {} --kubeconfig {}",
-                p("kubelet.crt"),
-                p("kubelet.key"),
-                p("ca.crt"),
-                spec.cluster_dns,
-                p("kubelet.conf"),
-            ),
-        )],
-    }
-}
-
-/// The JSON user data of `role` (before base64).
+/// The full Ignition config of `role` as JSON: uploaded to the config bucket
+/// as [`config_key`], which the user data points at.
 pub fn render(spec: &ClusterSpec, role: Role) -> String {
     // Serialising plain structs of strings, bools and integers cannot fail.
     serde_json::to_string(&config(spec, role)).unwrap_or_default()
+}
+
+/// The config bucket key of a role's full Ignition config.
+pub fn config_key(role: Role) -> String {
+    format!("ignition/{}.json", role.name())
+}
+
+/// The user data of `role`: a pointer to the full config in the config
+/// bucket, pinned by its SHA-256 (EC2 user data is limited to 16 KiB; the
+/// full config with the add-on manifests is larger). A changed config
+/// changes this text, so the launch template gets a new version.
+pub fn user_data(spec: &ClusterSpec, role: Role) -> String {
+    let full = render(spec, role);
+    let (_, config_bucket, _) = buckets(spec);
+    let pointer = Config {
+        ignition: Ignition {
+            version: VERSION.into(),
+            config: Some(ConfigRef {
+                replace: Contents::verified(
+                    format!("s3://{config_bucket}/{}", config_key(role)),
+                    &crate::sha256_hex(full.as_bytes()),
+                ),
+            }),
+        },
+        passwd: Passwd::default(),
+        storage: Storage {
+            filesystems: vec![],
+            files: vec![],
+        },
+        systemd: Systemd { units: vec![] },
+    };
+    serde_json::to_string(&pointer).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -493,7 +588,6 @@ mod tests {
         let spec = spec();
         for role in Role::ALL {
             let text = render(&spec, role);
-            assert!(text.len() < 16 * 1024, "{role}: user data over 16 KiB");
             let v: serde_json::Value = serde_json::from_str(&text).expect("json");
             let version = v["ignition"]["version"].as_str().expect("version");
             assert!(
@@ -528,32 +622,96 @@ mod tests {
         }
     }
 
+    /// Every `certs::DIR/...` path in a text.
+    pub(crate) fn pki_paths(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(crate::certs::DIR) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "._/-".contains(c)))
+                .unwrap_or(tail.len());
+            out.push(tail[..end].trim_end_matches('/').to_string());
+            rest = &tail[end..];
+        }
+        out
+    }
+
     #[test]
-    fn every_unit_cert_path_is_a_node_client_file() {
+    fn every_cert_path_in_units_and_files_is_a_node_client_file() {
         let spec = spec();
         for role in Role::ALL {
-            let known = certs::paths(role).expect("node-client's profile");
-            for unit in config(&spec, role).systemd.units {
-                let text = unit.contents.clone().unwrap_or_default()
-                    + &unit
-                        .dropins
-                        .iter()
-                        .map(|d| d.contents.as_str())
-                        .collect::<String>();
-                for word in text.split_whitespace() {
-                    if let Some(i) = word.find(certs::DIR) {
-                        let path = &word[i..];
-                        if path == certs::DIR || path.starts_with(&format!("{}:", certs::DIR)) {
-                            continue; // the folder mount itself
-                        }
-                        assert!(
-                            known.iter().any(|k| k == path),
-                            "{role}: {} names {path}, not a node-client file",
-                            unit.name
-                        );
-                    }
+            let known = crate::certs::paths(role).expect("node-client's profile");
+            let config = config(&spec, role);
+            let mut texts: Vec<(String, String)> = config
+                .systemd
+                .units
+                .iter()
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        u.contents.clone().unwrap_or_default()
+                            + &u.dropins.iter().map(|d| d.contents.as_str()).collect::<String>(),
+                    )
+                })
+                .collect();
+            for f in &config.storage.files {
+                if let Some(enc) = f.contents.source.strip_prefix("data:,") {
+                    texts.push((f.path.clone(), percent_decode(enc)));
                 }
             }
+            let mut seen = 0;
+            for (name, text) in texts {
+                for path in pki_paths(&text) {
+                    seen += 1;
+                    if path == crate::certs::DIR {
+                        continue; // the folder itself (a mount, --out)
+                    }
+                    assert!(
+                        known.contains(&path),
+                        "{role}: {name} names {path}, not a node-client file"
+                    );
+                }
+            }
+            if role != Role::PkiServer {
+                assert!(seen > 3, "{role}: the check saw only {seen} paths");
+            }
+        }
+    }
+
+    fn percent_decode(enc: &str) -> String {
+        let b = enc.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() + 1 {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).expect("utf8");
+                out.push(u8::from_str_radix(h, 16).expect("hex"));
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn user_data_is_a_pointer_pinned_to_the_full_config() {
+        let spec = spec();
+        for role in Role::ALL {
+            let ud: serde_json::Value =
+                serde_json::from_str(&user_data(&spec, role)).expect("json");
+            let replace = &ud["ignition"]["config"]["replace"];
+            assert_eq!(
+                replace["source"],
+                format!("s3://{}/{}", buckets(&spec).1, config_key(role))
+            );
+            assert_eq!(
+                replace["verification"]["hash"],
+                format!("sha256-{}", crate::sha256_hex(render(&spec, role).as_bytes()))
+            );
+            assert!(user_data(&spec, role).len() < 1024);
         }
     }
 

@@ -13,9 +13,13 @@ pub mod ignition;
 pub mod kubeconfig;
 pub mod local;
 pub mod model;
+pub mod node;
 pub mod observe;
+pub mod pins;
 pub mod plan;
 pub mod spec;
+pub mod ssh;
+pub mod unit_exec;
 pub mod state;
 
 use crate::aws::{Clients, err};
@@ -72,11 +76,17 @@ pub fn artifacts(spec: &ClusterSpec) -> anyhow::Result<Vec<model::Artifact>> {
             body: model::ArtifactBody::File(path),
         });
     }
-    let mut text = vec![("policies/profile.toml".to_string(), local::PROFILE)];
+    let mut text = vec![("policies/profile.toml".to_string(), local::PROFILE.to_string())];
     text.extend(
         local::ACL
             .iter()
-            .map(|(role, t)| (format!("policies/acl/{role}.hcl"), *t)),
+            .map(|(role, t)| (format!("policies/acl/{role}.hcl"), t.to_string())),
+    );
+    // Each role's full Ignition config; its user data points here by SHA-256.
+    text.extend(
+        spec::Role::ALL
+            .iter()
+            .map(|r| (ignition::config_key(*r), ignition::render(spec, *r))),
     );
     for (key, t) in text {
         out.push(model::Artifact {

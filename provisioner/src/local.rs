@@ -579,59 +579,61 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
     }
     let members: Vec<&LocalNode> = all.iter().filter(|n| n.role == "etcd").collect();
     let ports: Vec<(u16, u16)> = members.iter().map(|_| (2379, 2380)).collect();
-    let initial = members
+    // etcd runs from the etcd nodes' own rendered unit: the same command line,
+    // environment and membership step (`node-client etcd-join`, here with the
+    // peers listed instead of read from the auto scaling group).
+    let spec = crate::spec::ClusterSpec::parse(&format!("name = \"{}\"\n", o.cluster))
+        .context("the local cluster name is not a valid cluster name")?;
+    let unit = crate::node::etcd::member_unit();
+    let peers = members
         .iter()
-        .zip(&ports)
-        .map(|(n, (_, p))| format!("{}=https://{}:{p}", n.name, n.ip))
+        .map(|n| format!("{}={}", n.name, n.ip))
         .collect::<Vec<_>>()
         .join(",");
-    for (n, (cport, pport)) in members.iter().zip(&ports) {
+    for n in &members {
         let home = dir.join("nodes").join(&n.name);
         let pid_file = home.join("etcd.pid");
         if let Some(pid) = our_pid(&pid_file, "etcd") {
             step(&format!("{}: etcd already running (pid {pid})", n.name));
             continue;
         }
-        let p = home.join("pki");
-        let mut cmd = Command::new("etcd");
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_ascii_uppercase();
-            if k.starts_with("ETCD") || k.ends_with("_PROXY") {
-                cmd.env_remove(&k);
-            }
-        }
-        let client_url = format!("https://{}:{cport}", n.ip);
-        let peer_url = format!("https://{}:{pport}", n.ip);
-        cmd.args(["--name", &n.name])
+        let pki = home.join("pki");
+        let data = home.join("etcd-data");
+        let ip = n.ip.to_string();
+        let membership = home.join("etcd.env");
+        let out = Command::new(&node_client)
+            .arg("etcd-join")
+            .args(["--discover", "static", "--peers", &peers])
+            .args(["--name", &n.name, "--ip", &ip])
+            .args(["--cluster-token", &format!("{}-local", spec.name)])
             .arg("--data-dir")
-            .arg(home.join("etcd-data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &format!("{}-local", o.cluster)])
-            .arg("--cert-file")
-            .arg(p.join("etcd-member.crt"))
-            .arg("--key-file")
-            .arg(p.join("etcd-member.key"))
-            .arg("--trusted-ca-file")
-            .arg(p.join("etcd-ca.crt"))
-            .arg("--client-cert-auth")
-            .arg("--peer-cert-file")
-            .arg(p.join("etcd-member.crt"))
-            .arg("--peer-key-file")
-            .arg(p.join("etcd-member.key"))
-            .arg("--peer-trusted-ca-file")
-            .arg(p.join("etcd-ca.crt"))
-            .arg("--peer-client-cert-auth")
-            .args(["--listen-metrics-urls", &format!("http://{}:2381", n.ip)])
-            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+            .arg(&data)
+            .args(["--etcdctl", "etcdctl", "--wait", "5"])
+            .arg("--cacert")
+            .arg(pki.join("etcd-ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("etcd-member.crt"))
+            .arg("--key")
+            .arg(pki.join("etcd-member.key"))
+            .arg("--out")
+            .arg(&membership)
+            .output()
+            .context("running node-client etcd-join")?;
+        ensure!(
+            out.status.success(),
+            "node-client etcd-join for {}: {}",
+            n.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let node_env = vec![
+            ("NODE_NAME".to_string(), n.name.clone()),
+            ("NODE_IP".to_string(), ip.clone()),
+        ];
+        let mut cmd = etcd_from_unit(&unit, node_env, &membership, &pki, &data, &ip)?;
         let pid = spawn_detached(&mut cmd, &home.join("etcd.log"), &pid_file)?;
         step(&format!(
-            "{}: started etcd (pid {pid}) at {client_url}",
-            n.name
+            "{}: started etcd (pid {pid}) at https://{}:2379 from the rendered etcd-member.service",
+            n.name, n.ip
         ));
     }
 
@@ -694,6 +696,77 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// The etcd command of the rendered `etcd-member.service`, for one local
+/// member: the unit's paths remapped into the member's folder (`/etc/kubernetes/pki`
+/// → `pki`, `/var/lib/etcd` → `data`, `/opt/etcd/etcd` → the `etcd` on PATH),
+/// the node env and the membership file as the unit reads them. The one
+/// value changed: three members share this host's loopback, so each serves
+/// metrics on its own loopback address instead of 127.0.0.1.
+pub fn etcd_from_unit(
+    unit: &str,
+    node_env: Vec<(String, String)>,
+    membership: &Path,
+    pki: &Path,
+    data: &Path,
+    ip: &str,
+) -> anyhow::Result<Command> {
+    use crate::node::{NODE_ENV, etcd};
+    let svc = crate::unit_exec::parse(unit)?;
+    let mut env: std::collections::BTreeMap<String, String> = Default::default();
+    for f in &svc.environment_files {
+        let vars = match f.as_str() {
+            NODE_ENV => node_env.clone(),
+            etcd::MEMBERSHIP_ENV => crate::unit_exec::read_env_file(membership)?,
+            other => bail!("etcd-member.service reads {other}, which the local target does not remap"),
+        };
+        env.extend(vars);
+    }
+    env.extend(svc.environment.iter().cloned());
+    let remap = |v: &str| -> String {
+        if let Some(rest) = v.strip_prefix(crate::certs::DIR) {
+            return format!("{}{rest}", pki.display());
+        }
+        if let Some(rest) = v.strip_prefix(etcd::DATA_DIR) {
+            return format!("{}{rest}", data.display());
+        }
+        v.to_string()
+    };
+    for v in env.values_mut() {
+        *v = remap(v);
+    }
+    ensure!(
+        env.get("ETCD_LISTEN_METRICS_URLS").map(String::as_str) == Some(etcd::METRICS_URL),
+        "etcd-member.service must serve metrics on {} only",
+        etcd::METRICS_URL
+    );
+    env.insert("ETCD_LISTEN_METRICS_URLS".into(), format!("http://{ip}:2381"));
+    let argv = crate::unit_exec::expand(&svc.exec_start, &env)?;
+    let Some((program, args)) = argv.split_first() else {
+        bail!("etcd-member.service has an empty ExecStart");
+    };
+    ensure!(
+        program == &format!("{}/etcd", etcd::BIN_DIR),
+        "etcd-member.service runs {program}, not etcd"
+    );
+    let mut cmd = Command::new("etcd");
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_ascii_uppercase();
+        if k.starts_with("ETCD") || k.ends_with("_PROXY") {
+            cmd.env_remove(&k);
+        }
+    }
+    for a in args {
+        if let Some((flag, value)) = a.split_once('=') {
+            cmd.arg(format!("{flag}={}", remap(value)));
+        } else {
+            cmd.arg(remap(a));
+        }
+    }
+    cmd.envs(env.iter().filter(|(k, _)| k.starts_with("ETCD_")));
+    cmd.args(["--logger", "zap", "--log-outputs", "stderr"]);
+    Ok(cmd)
 }
 
 /// Stop what `apply --local` started in `dir` and remove it.

@@ -86,7 +86,9 @@ enum Command {
 fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read the cluster spec {}: {e}", path.display()))?;
-    Ok(ClusterSpec::parse(&text)?)
+    let mut spec = ClusterSpec::parse(&text)?;
+    provisioner::ssh::load_or_create(&mut spec)?;
+    Ok(spec)
 }
 
 #[derive(Debug)]

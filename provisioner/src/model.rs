@@ -310,6 +310,8 @@ pub enum Desired {
         instance_type: String,
         /// Root volume GiB.
         volume_gb: i32,
+        /// Data volume GiB (`/dev/xvdb`; etcd only).
+        data_volume_gb: Option<i32>,
         /// Ignition JSON.
         user_data: String,
     },
@@ -393,8 +395,8 @@ pub struct Artifact {
 pub enum ArtifactBody {
     /// A file (a binary), read when uploaded.
     File(std::path::PathBuf),
-    /// Text built into the provisioner.
-    Text(&'static str),
+    /// Text built into or rendered by the provisioner.
+    Text(String),
 }
 
 /// Replace `${var}` in every string of a JSON document.
@@ -523,12 +525,14 @@ impl Resource {
                 image,
                 instance_type,
                 volume_gb,
+                data_volume_gb,
                 user_data,
                 ..
             } => {
                 set("image", json!(image));
                 set("instance_type", json!(instance_type));
                 set("volume_gb", json!(volume_gb));
+                set("data_volume_gb", json!(data_volume_gb));
                 set("encrypted", json!(true));
                 set("http_tokens", json!("required"));
                 set("user_data", json!(user_data));
@@ -946,7 +950,8 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
                 image,
                 instance_type: r.instance_type.clone(),
                 volume_gb: r.volume_gb,
-                user_data: ignition::render(spec, role),
+                data_volume_gb: (role == Role::Etcd).then_some(spec.etcd_data_volume_gb),
+                user_data: ignition::user_data(spec, role),
             },
         );
         let target_groups = match role {

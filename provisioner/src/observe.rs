@@ -935,6 +935,13 @@ async fn observe_lt(
             "volume_gb".into(),
             json!(ebs.and_then(|e| e.volume_size()).unwrap_or_default()),
         );
+        let data_gb = data
+            .block_device_mappings()
+            .iter()
+            .find(|b| b.device_name() == Some(crate::node::etcd::DATA_DEVICE))
+            .and_then(|b| b.ebs())
+            .and_then(|e| e.volume_size());
+        o.props.insert("data_volume_gb".into(), json!(data_gb));
         o.props.insert(
             "encrypted".into(),
             json!(ebs.and_then(|e| e.encrypted()).unwrap_or(false)),

@@ -125,8 +125,62 @@ pub struct ClusterSpec {
     pub ami_owner: String,
     /// Per-role sizes, one per [`Role`].
     pub roles: BTreeMap<Role, RoleSpec>,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// Pinned versions and SHA-256 checksums of everything nodes download.
+    pub pins: crate::pins::Pins,
+    /// Flatcar update strategy per node role (not pki-server).
+    pub updates: BTreeMap<Role, UpdateStrategy>,
+    /// SSH access to nodes.
+    pub ssh: SshAccess,
+    /// Local folder of the per-role SSH key pairs (`ssh = "per-role"`).
+    pub ssh_dir: Option<std::path::PathBuf>,
+    /// The per-role OpenSSH public keys, once `ssh::load_or_create` ran.
+    pub ssh_keys: BTreeMap<Role, String>,
+    /// A CloudTrail trail into the logs bucket.
+    pub cloudtrail: bool,
+    /// Size of the etcd data volume in GiB (a second EBS volume on etcd nodes).
+    pub etcd_data_volume_gb: i32,
     /// Extra tags on every resource.
     pub tags: BTreeMap<String, String>,
+}
+
+/// How a role's Flatcar nodes take OS updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateStrategy {
+    /// Download updates; reboot one node at a time, drained first, through
+    /// the Flatcar update operator (controllers and workers only).
+    Coordinated,
+    /// Download updates; never reboot by itself (an operator reboots or
+    /// replaces the node).
+    Off,
+    /// Reboot as soon as an update is installed.
+    Reboot,
+    /// No updates at all.
+    Disabled,
+}
+
+impl UpdateStrategy {
+    /// The name used in the spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateStrategy::Coordinated => "coordinated",
+            UpdateStrategy::Off => "off",
+            UpdateStrategy::Reboot => "reboot",
+            UpdateStrategy::Disabled => "disabled",
+        }
+    }
+}
+
+/// SSH access to nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshAccess {
+    /// No key anywhere and sshd masked (the default).
+    None,
+    /// One Ed25519 key pair per role, made and kept in `ssh_dir`.
+    PerRole,
 }
 
 /// A spec refusal: the field and why.
@@ -186,6 +240,25 @@ struct RawSpec {
     roles: BTreeMap<String, RawRole>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    #[serde(default = "default_domain")]
+    cluster_domain: String,
+    #[serde(default)]
+    versions: crate::pins::RawVersions,
+    #[serde(default)]
+    checksums: BTreeMap<String, String>,
+    #[serde(default)]
+    updates: BTreeMap<String, UpdateStrategy>,
+    #[serde(default)]
+    access: RawAccess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    ssh: Option<SshAccess>,
+    ssh_dir: Option<std::path::PathBuf>,
+    #[serde(default)]
+    cloudtrail: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +277,7 @@ struct RawRole {
     desired: Option<i32>,
     instance_type: Option<String>,
     volume_gb: Option<i32>,
+    data_volume_gb: Option<i32>,
 }
 
 fn default_az_count() -> usize {
@@ -226,6 +300,9 @@ fn default_k8s() -> String {
 }
 fn default_etcd() -> String {
     "3.6.6".into()
+}
+fn default_domain() -> String {
+    "cluster.local".into()
 }
 fn default_api_cidrs() -> Vec<String> {
     vec!["0.0.0.0/0".into()]
@@ -479,7 +556,81 @@ impl ClusterSpec {
                 return Err(field(format!("tags.{k}"), "reserved or invalid tag key"));
             }
         }
+        let domain_ok = raw.cluster_domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        });
+        if !domain_ok || raw.cluster_domain.len() > 200 {
+            return Err(field(
+                "cluster_domain",
+                format!("{:?} is not a DNS domain", raw.cluster_domain),
+            ));
+        }
+        let kubernetes_version = raw.kubernetes_version.trim_start_matches('v').to_string();
+        let etcd_version = raw.etcd_version.trim_start_matches('v').to_string();
+        let pins = crate::pins::Pins::resolve(
+            &kubernetes_version,
+            &etcd_version,
+            &raw.versions,
+            &raw.checksums,
+        )?;
+        let mut updates = BTreeMap::new();
+        for name in raw.updates.keys() {
+            match Role::from_name(name) {
+                Some(Role::PkiServer) | None => {
+                    return Err(field(
+                        format!("updates.{name}"),
+                        "not a node role (etcd, controller, worker)",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for role in [Role::Etcd, Role::Controller, Role::Worker] {
+            let default = if role == Role::Etcd {
+                UpdateStrategy::Off
+            } else {
+                UpdateStrategy::Coordinated
+            };
+            let s = raw.updates.get(role.name()).copied().unwrap_or(default);
+            if role == Role::Etcd && s == UpdateStrategy::Coordinated {
+                return Err(field(
+                    "updates.etcd",
+                    "etcd nodes run no kubelet, so the update operator cannot drain them; use off, reboot or disabled",
+                ));
+            }
+            updates.insert(role, s);
+        }
+        let etcd_data_volume_gb = raw
+            .roles
+            .get("etcd")
+            .and_then(|r| r.data_volume_gb)
+            .unwrap_or(20);
+        if !(1..=16384).contains(&etcd_data_volume_gb) {
+            return Err(field(
+                "roles.etcd.data_volume_gb",
+                format!("{etcd_data_volume_gb} is not in 1..=16384"),
+            ));
+        }
+        for (name, r) in &raw.roles {
+            if name != "etcd" && r.data_volume_gb.is_some() {
+                return Err(field(
+                    format!("roles.{name}.data_volume_gb"),
+                    "only etcd nodes have a data volume",
+                ));
+            }
+        }
         Ok(ClusterSpec {
+            cluster_domain: raw.cluster_domain,
+            pins,
+            updates,
+            ssh: raw.access.ssh.unwrap_or(SshAccess::None),
+            ssh_dir: raw.access.ssh_dir,
+            ssh_keys: BTreeMap::new(),
+            cloudtrail: raw.access.cloudtrail,
+            etcd_data_volume_gb,
             name: raw.name,
             region: raw.region,
             az_count: raw.az_count,
@@ -487,8 +638,8 @@ impl ClusterSpec {
             service_cidr: service,
             pod_cidr: pod,
             cluster_dns: dns,
-            kubernetes_version: raw.kubernetes_version.trim_start_matches('v').to_string(),
-            etcd_version: raw.etcd_version.trim_start_matches('v').to_string(),
+            kubernetes_version,
+            etcd_version,
             ssh_cidrs,
             api_cidrs,
             private_zone,
@@ -501,6 +652,11 @@ impl ClusterSpec {
             roles,
             tags: raw.tags,
         })
+    }
+
+    /// The update strategy of a node role (`Off` for pki-server, which has none).
+    pub fn update_strategy(&self, role: Role) -> UpdateStrategy {
+        self.updates.get(&role).copied().unwrap_or(UpdateStrategy::Off)
     }
 
     /// The size and shape of one role (always present after validation).

@@ -71,10 +71,53 @@ fn data_text(source: &str) -> Option<String> {
     Some(String::from_utf8(out).expect("utf8 data"))
 }
 
-/// Everything a node can read of `role`'s user data: the JSON as rendered,
-/// plus every inline file decoded.
+/// A rendered config with the public SHA-256 pins (`verification.hash`) and
+/// their download URLs blanked: they are long runs by nature, and published.
+fn without_pins(json: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(h) = m.get_mut("verification") {
+                    let hash = h["hash"].as_str().unwrap_or_default();
+                    assert!(
+                        hash.starts_with("sha256-") && hash.len() == 7 + 64,
+                        "verification hash {hash}"
+                    );
+                    *h = serde_json::json!({"hash": "sha256-PIN"});
+                    // The pinned download's public URL (release paths are
+                    // long runs of letters and slashes).
+                    if let Some(src) = m.get_mut("source")
+                        && src.as_str().is_some_and(|s| s.starts_with("https://"))
+                    {
+                        *src = serde_json::json!("https://PUBLIC-DOWNLOAD");
+                    }
+                }
+                // Inline files are scanned decoded (user_data_texts), not
+                // percent-encoded.
+                if let Some(src) = m.get_mut("source")
+                    && src.as_str().is_some_and(|s| s.starts_with("data:,"))
+                {
+                    *src = serde_json::json!("data:,SCANNED-DECODED");
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v.to_string()
+}
+
+/// Everything a node can read of `role`'s user data: the pointer, the full
+/// config it points at (both with the public download pins blanked), every
+/// inline file decoded and every unit.
 fn user_data_texts(spec: &ClusterSpec, role: Role) -> Vec<String> {
-    let mut texts = vec![ignition::render(spec, role)];
+    let mut texts = vec![
+        without_pins(&ignition::user_data(spec, role)),
+        without_pins(&ignition::render(spec, role)),
+    ];
     for f in ignition::config(spec, role).storage.files {
         texts.extend(data_text(&f.contents.source));
     }
@@ -116,7 +159,7 @@ fn every_role_passes_ignition_validate_without_warnings() {
 // --- 2. systemd-analyze verify ----------------------------------------------
 
 /// Units the rendered ones depend on that Flatcar's image ships.
-const IMAGE_UNITS: &[&str] = &["coreos-metadata.service"];
+const IMAGE_UNITS: &[&str] = &["coreos-metadata.service", "containerd.service"];
 
 /// `Exec*=` keys systemd knows.
 const EXEC_KEYS: &[&str] = &[
@@ -268,17 +311,17 @@ fn systemd_analyze_verify_catches_broken_units() {
     let Some(analyze) = tool("systemd-analyze", "systemd") else {
         return;
     };
-    let unit = |name: &str, text: &str| ignition::Unit {
-        name: name.into(),
-        enabled: true,
-        contents: Some(text.into()),
-        dropins: vec![],
-    };
+    let unit = |name: &str, text: &str| ignition::Unit::new(name, text.into());
     let config = |units: Vec<ignition::Unit>| Config {
         ignition: ignition::Ignition {
             version: ignition::VERSION.into(),
+            config: None,
         },
-        storage: ignition::Storage { files: vec![] },
+        passwd: ignition::Passwd::default(),
+        storage: ignition::Storage {
+            filesystems: vec![],
+            files: vec![],
+        },
         systemd: ignition::Systemd { units },
     };
     let good = "[Unit]\nDescription=x\n\n[Service]\nExecStart=/opt/bin/x\n\n[Install]\nWantedBy=multi-user.target\n";
@@ -432,21 +475,26 @@ fn a_worker_names_no_controller_or_etcd_credential_path() {
     }
 }
 
-/// Each `Exec*=` command of every unit and drop-in of `role`, split at whitespace.
+/// Each command `role` runs: every `Exec*=` line of every unit and drop-in
+/// (continuations joined, split at whitespace), and every container of every
+/// pod manifest in its files (`command` + `args`): the static pods and the
+/// kube-apiserver template.
 fn commands(spec: &ClusterSpec, role: Role) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for unit in ignition::config(spec, role).systemd.units {
+    let config = ignition::config(spec, role);
+    for unit in &config.systemd.units {
         let texts = unit
             .contents
             .iter()
             .cloned()
             .chain(unit.dropins.iter().map(|d| d.contents.clone()));
         for text in texts {
-            for line in text.lines() {
+            for line in text.replace("\\\n", " ").lines() {
                 if let Some((key, value)) = line.split_once('=')
                     && EXEC_KEYS.contains(&key.trim())
                 {
                     let words = value
+                        .trim_start_matches(['-', '@', ':', '+', '!', '|'])
                         .split_whitespace()
                         .map(|w| w.trim_matches(['\'', '"']).to_string())
                         .collect();
@@ -455,16 +503,41 @@ fn commands(spec: &ClusterSpec, role: Role) -> Vec<(String, Vec<String>)> {
             }
         }
     }
+    for f in &config.storage.files {
+        let Some(text) = data_text(&f.contents.source) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if v["kind"] != "Pod" {
+            continue;
+        }
+        for c in v["spec"]["containers"].as_array().expect("containers") {
+            let words: Vec<String> = c["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(c["args"].as_array().into_iter().flatten())
+                .map(|w| w.as_str().expect("string").to_string())
+                .collect();
+            out.push((f.path.clone(), words));
+        }
+    }
     out
+}
+
+/// A JSON config file of `role` by path.
+fn json_file(config: &Config, path: &str) -> Option<serde_json::Value> {
+    let f = config.storage.files.iter().find(|f| f.path == path)?;
+    serde_json::from_str(&data_text(&f.contents.source)?).ok()
 }
 
 /// `(flag, value)` pairs after the program word `program` in `words`
 /// (`--flag=value` or `--flag value`; a flag without a value gets "").
 fn flags_after(words: &[String], program: &str) -> Option<Vec<(String, String)>> {
-    let start = words
-        .iter()
-        .position(|w| w == program || w.ends_with(&format!("/{program}")))?;
-    Some(flags(&words[start + 1..]))
+    let first = words.first()?;
+    (first == program || first.ends_with(&format!("/{program}"))).then(|| flags(&words[1..]))
 }
 
 fn flags(words: &[String]) -> Vec<(String, String)> {
@@ -579,11 +652,13 @@ fn kubelet_anonymous_auth_counts_as_on_unless_turned_off() {
 #[test]
 fn every_cidr_or_ip_flag_value_is_the_specs() {
     for spec in [spec(), custom_spec()] {
-        let expected = |flag: &str| -> Option<String> {
+        let expected = |flag: &str| -> Option<Vec<String>> {
             match flag {
-                "service-cluster-ip-range" => Some(spec.service_cidr.to_string()),
-                "cluster-cidr" => Some(spec.pod_cidr.to_string()),
-                "cluster-dns" => Some(spec.cluster_dns.to_string()),
+                "service-cluster-ip-range" => Some(vec![spec.service_cidr.to_string()]),
+                "cluster-cidr" => Some(vec![spec.pod_cidr.to_string()]),
+                "cluster-dns" => Some(vec![spec.cluster_dns.to_string()]),
+                // Listening addresses, not network values: loopback or any.
+                "bind-address" => Some(vec!["127.0.0.1".into(), "0.0.0.0".into()]),
                 _ => None,
             }
         };
@@ -596,7 +671,7 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
                     }) && !v.is_empty();
                     match expected(&k) {
                         Some(want) => {
-                            assert_eq!(v, want, "{role}: {unit}: --{k}");
+                            assert!(want.contains(&v), "{role}: {unit}: --{k}={v}, want {want:?}");
                             seen.insert(k);
                         }
                         None => assert!(
@@ -606,12 +681,45 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
                     }
                 }
             }
+            // The config files and manifests carry the rest.
+            let config = ignition::config(&spec, role);
+            if let Some(k) = json_file(&config, "/etc/kubernetes/kubelet.json") {
+                assert_eq!(k["clusterDNS"], serde_json::json!([spec.cluster_dns.to_string()]), "{role}");
+                seen.insert("clusterDNS".into());
+            }
+            if let Some(k) = json_file(&config, "/etc/kubernetes/kube-proxy.json") {
+                assert_eq!(k["clusterCIDR"], spec.pod_cidr.to_string(), "{role}");
+                seen.insert("clusterCIDR".into());
+            }
+            for f in &config.storage.files {
+                let text = data_text(&f.contents.source).unwrap_or_default();
+                for line in text.lines() {
+                    let line = line.trim();
+                    if let Some(v) = line.strip_prefix("clusterIP:") {
+                        assert_eq!(v.trim(), spec.cluster_dns.to_string(), "{role}: {}", f.path);
+                        seen.insert("clusterIP".into());
+                    }
+                    if let Some(v) = line.strip_prefix("\"Network\":") {
+                        assert_eq!(
+                            v.trim().trim_matches([',', '"']),
+                            spec.pod_cidr.to_string(),
+                            "{role}: {}",
+                            f.path
+                        );
+                        seen.insert("Network".into());
+                    }
+                }
+            }
         }
-        for flag in ["service-cluster-ip-range", "cluster-dns"] {
-            assert!(
-                seen.contains(flag),
-                "no unit sets --{flag}: the check saw nothing"
-            );
+        for flag in [
+            "service-cluster-ip-range",
+            "cluster-cidr",
+            "clusterDNS",
+            "clusterCIDR",
+            "clusterIP",
+            "Network",
+        ] {
+            assert!(seen.contains(flag), "nothing sets {flag}: the check saw nothing");
         }
     }
 }

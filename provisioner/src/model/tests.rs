@@ -38,9 +38,22 @@ fn every_iam_policy_parses_and_has_no_wildcard_action() {
                 assert!(!a.contains('*'), "{role}: wildcard action {a}");
             }
             let resources = serde_json::to_string(&st["Resource"]).expect("json");
-            // DescribeInstances has no resource-level permissions; pki-server's
-            // auth/aws needs it to name a node from its instance (read-only).
-            if actions_of(st) != ["ec2:DescribeInstances"] || role != Role::PkiServer {
+            // Describe* calls have no resource-level permissions: pki-server's
+            // auth/aws names a node from its instance, and etcd members and
+            // controllers find the etcd members from the etcd group (all read-only).
+            let read_only = match role {
+                Role::PkiServer => actions_of(st) == ["ec2:DescribeInstances"],
+                Role::Etcd | Role::Controller => {
+                    actions_of(st)
+                        == [
+                            "autoscaling:DescribeAutoScalingInstances",
+                            "autoscaling:DescribeAutoScalingGroups",
+                            "ec2:DescribeInstances",
+                        ]
+                }
+                Role::Worker => false,
+            };
+            if !read_only {
                 assert_ne!(resources, "\"*\"", "{role}: Resource *");
             }
         }

@@ -736,14 +736,16 @@ fn etcd_join_options(a: EtcdJoinArgs) -> Result<crate::etcd::Options, String> {
                 .ok_or("--discover aws needs --instance-id (or COREOS_EC2_INSTANCE_ID)")?,
         },
     };
-    for (flag, p) in [
-        ("--cacert", &a.cacert),
-        ("--cert", &a.cert),
-        ("--key", &a.key),
-    ] {
-        if !p.is_file() {
-            return Err(format!("{flag} {}: no such file", p.display()));
+    // Unreadable TLS files would make every peer look unreachable, and a
+    // member that hears no peer may bootstrap: refuse them up front.
+    for (flag, p) in [("--cacert", &a.cacert), ("--cert", &a.cert)] {
+        let pem = std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))?;
+        if inspect::cert_info(&pem).is_none() {
+            return Err(format!("{flag} {}: no PEM certificate", p.display()));
         }
+    }
+    if !a.key.is_file() {
+        return Err(format!("--key {}: no such file", a.key.display()));
     }
     Ok(Options {
         me: Peer { name, ip: a.ip },

@@ -151,9 +151,15 @@ async fn aws_discovery_bootstraps_from_the_auto_scaling_group() {
 
     let dir = tempfile::tempdir().unwrap();
     // etcdctl is never reached: /bin/false stands for peers that do not answer.
-    for f in ["ca.crt", "member.crt", "member.key"] {
-        std::fs::write(dir.path().join(f), "unused").unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["etcd".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    for f in ["ca.crt", "member.crt"] {
+        std::fs::write(dir.path().join(f), cert.pem()).unwrap();
     }
+    std::fs::write(dir.path().join("member.key"), key.serialize_pem()).unwrap();
     let out = dir.path().join("run/etcd.env");
     let base = |id: &str| {
         let mut c = etcd_join(&[

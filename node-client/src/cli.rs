@@ -1,4 +1,5 @@
-//! The command line: `fetch-cert`, `renew [--watch]`, `status`, `files`.
+//! The command line: `fetch-cert`, `renew [--watch]`, `status`, `files`,
+//! `etcd-join`.
 //!
 //! The token comes from `--auth token` (a token file or VAULT_TOKEN) or from
 //! a login (`--auth aws`, `--auth jwt`; see [`crate::login`]); `renew --watch`
@@ -7,7 +8,11 @@
 //! Exit codes say which step failed: 2 configuration (profile, role, CA file,
 //! token, credentials), 3 the server refused (4xx, final; a refused login
 //! too), 4 the server stayed unavailable until the deadline, 5 writing the
-//! files, 6 a reload command (the files were written).
+//! files, 6 a reload command (the files were written). `etcd-join` uses the
+//! same codes: 2 configuration (arguments, credentials, etcdctl missing), 3
+//! AWS refused discovery, 4 peers or the cluster stayed unavailable until
+//! `--wait` or a membership change failed, 5 writing the environment file or
+//! moving stale data aside.
 
 use crate::client::{Client, ClientError};
 use crate::fetch::{self, FetchError, Options};
@@ -51,6 +56,8 @@ enum Command {
     Status(StatusArgs),
     /// Print the files a role writes (for unit templates and checks).
     Files(FilesArgs),
+    /// Decide this etcd member's cluster membership and write etcd's environment file.
+    EtcdJoin(EtcdJoinArgs),
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +191,81 @@ struct FilesArgs {
     profile: Option<PathBuf>,
 }
 
+/// How `etcd-join` finds its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiscoverKind {
+    /// The auto scaling group of this instance (--instance-id).
+    Aws,
+    /// The --peers list.
+    Static,
+}
+
+#[derive(Debug, Args)]
+struct EtcdJoinArgs {
+    /// This member's name (the etcd certificate's name; default: the host name).
+    #[arg(long, alias = "node-name", env = "NODE_CLIENT_ETCD_NAME")]
+    name: Option<String>,
+    /// This member's address (peer and client URLs use it).
+    #[arg(long, env = "NODE_CLIENT_ETCD_IP")]
+    ip: IpAddr,
+    /// etcd's data directory (stale member data is moved aside, never deleted).
+    #[arg(
+        long = "data-dir",
+        env = "NODE_CLIENT_ETCD_DATA_DIR",
+        default_value = "/var/lib/etcd"
+    )]
+    data_dir: PathBuf,
+    /// The environment file to write (ETCD_* variables etcd reads).
+    #[arg(
+        long,
+        env = "NODE_CLIENT_ETCD_OUT",
+        default_value = "/run/kube-aws-pki/etcd.env"
+    )]
+    out: PathBuf,
+    /// ETCD_INITIAL_CLUSTER_TOKEN (the cluster name).
+    #[arg(long = "cluster-token", env = "NODE_CLIENT_ETCD_CLUSTER_TOKEN")]
+    cluster_token: String,
+    /// How to find the peers.
+    #[arg(long, value_enum, env = "NODE_CLIENT_ETCD_DISCOVER", default_value_t = DiscoverKind::Aws)]
+    discover: DiscoverKind,
+    /// --discover static: every member as name=ip, comma separated (this one too).
+    #[arg(long, env = "NODE_CLIENT_ETCD_PEERS")]
+    peers: Option<String>,
+    /// --discover aws: this instance's id.
+    #[arg(long = "instance-id", env = "COREOS_EC2_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// The etcdctl program (API v3; 3.4 or later).
+    #[arg(long, env = "NODE_CLIENT_ETCDCTL", default_value = "etcdctl")]
+    etcdctl: PathBuf,
+    /// The etcd CA bundle.
+    #[arg(
+        long,
+        env = "NODE_CLIENT_ETCD_CACERT",
+        default_value = "/etc/kubernetes/pki/etcd-ca.crt"
+    )]
+    cacert: PathBuf,
+    /// A client certificate etcd accepts (the member's: server and client auth).
+    #[arg(
+        long,
+        env = "NODE_CLIENT_ETCD_CERT",
+        default_value = "/etc/kubernetes/pki/etcd-member.crt"
+    )]
+    cert: PathBuf,
+    /// Its key (read by etcdctl only).
+    #[arg(
+        long,
+        env = "NODE_CLIENT_ETCD_KEY",
+        default_value = "/etc/kubernetes/pki/etcd-member.key"
+    )]
+    key: PathBuf,
+    /// Keep waiting this long for a bootstrap's peers or for AWS (seconds).
+    #[arg(long, env = "NODE_CLIENT_ETCD_WAIT", default_value_t = 600)]
+    wait: u64,
+    /// etcdctl's dial timeout per peer (milliseconds).
+    #[arg(long = "dial-timeout-ms", default_value_t = 2000)]
+    dial_timeout_ms: u64,
+}
+
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(code)
@@ -226,6 +308,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Renew(a) => renew(a).await,
         Command::Status(a) => status(&a),
         Command::Files(a) => files(&a),
+        Command::EtcdJoin(a) => etcd_join(a).await,
     }
 }
 
@@ -633,5 +716,79 @@ fn files(a: &FilesArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_CONFIG, e),
+    }
+}
+
+fn etcd_join_options(a: EtcdJoinArgs) -> Result<crate::etcd::Options, String> {
+    use crate::etcd::{Discovery, Options, check_name, etcdctl::Etcdctl, plan::Peer};
+    let name = a.name.unwrap_or_else(host_name);
+    check_name("--name", &name)?;
+    check_name("--cluster-token", &a.cluster_token)?;
+    let discovery = match a.discover {
+        DiscoverKind::Static => Discovery::Static(
+            a.peers
+                .ok_or("--discover static needs --peers name=ip,...")?,
+        ),
+        DiscoverKind::Aws => Discovery::Aws {
+            instance_id: a
+                .instance_id
+                .filter(|i| !i.is_empty())
+                .ok_or("--discover aws needs --instance-id (or COREOS_EC2_INSTANCE_ID)")?,
+        },
+    };
+    // Unreadable TLS files would make every peer look unreachable, and a
+    // member that hears no peer may bootstrap: refuse them up front.
+    for (flag, p) in [("--cacert", &a.cacert), ("--cert", &a.cert)] {
+        let pem = std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()))?;
+        if inspect::cert_info(&pem).is_none() {
+            return Err(format!("{flag} {}: no PEM certificate", p.display()));
+        }
+    }
+    if !a.key.is_file() {
+        return Err(format!("--key {}: no such file", a.key.display()));
+    }
+    Ok(Options {
+        me: Peer { name, ip: a.ip },
+        token: a.cluster_token,
+        data_dir: a.data_dir,
+        out: a.out,
+        discovery,
+        etcdctl: Etcdctl {
+            program: a.etcdctl,
+            cacert: a.cacert,
+            cert: a.cert,
+            key: a.key,
+            dial: Duration::from_millis(a.dial_timeout_ms),
+            command: Duration::from_secs(5),
+        },
+        wait: Duration::from_secs(a.wait),
+    })
+}
+
+async fn etcd_join(a: EtcdJoinArgs) -> ExitCode {
+    use crate::etcd::JoinError;
+    let o = match etcd_join_options(a) {
+        Ok(o) => o,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    match crate::etcd::run(&o).await {
+        Ok(s) => {
+            println!(
+                "wrote {}: {} member(s), initial cluster state {}",
+                o.out.display(),
+                s.initial_cluster.len(),
+                s.state
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = match &e {
+                JoinError::Config(_) => EXIT_CONFIG,
+                JoinError::Refused(_) => EXIT_REFUSED,
+                JoinError::Unavailable(_) => EXIT_UNAVAILABLE,
+                JoinError::Write(_) => EXIT_WRITE,
+            };
+            fail(code, e)
+        }
     }
 }

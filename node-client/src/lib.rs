@@ -16,10 +16,14 @@
 //! - [`inspect`]: reading certificates and keys back.
 //! - [`schedule`]: when to renew, how long to back off.
 //! - [`units`]: the systemd units the provisioner places on nodes.
+//! - [`etcd`]: `etcd-join`: an etcd member's cluster membership (peers from
+//!   the auto scaling group or a list, the running cluster's member list),
+//!   written as the `ETCD_*` environment etcd reads.
 //! - [`cli`]: the command line and its exit codes.
 
 pub mod cli;
 pub mod client;
+pub mod etcd;
 pub mod fetch;
 pub mod inspect;
 pub mod login;

@@ -58,6 +58,26 @@ enum Command {
     Files(FilesArgs),
     /// Decide this etcd member's cluster membership and write etcd's environment file.
     EtcdJoin(EtcdJoinArgs),
+    /// Write the etcd members' client URLs (`ETCD_SERVERS=https://ip:2379,...`)
+    /// from the etcd auto scaling group: kube-apiserver's --etcd-servers on
+    /// controllers.
+    EtcdEndpoints(EtcdEndpointsArgs),
+}
+
+#[derive(Debug, Args)]
+struct EtcdEndpointsArgs {
+    /// The etcd auto scaling group (`<cluster>-etcd`).
+    #[arg(long, env = "NODE_CLIENT_ETCD_ASG")]
+    asg: Option<String>,
+    /// Instead of AWS: every member as name=ip, comma separated.
+    #[arg(long, env = "NODE_CLIENT_ETCD_PEERS", conflicts_with = "asg")]
+    peers: Option<String>,
+    /// The environment file to write.
+    #[arg(long, default_value = "/run/kube-aws-pki/etcd-servers.env")]
+    out: PathBuf,
+    /// Keep retrying AWS (or an empty group) this long (seconds).
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +329,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(a) => status(&a),
         Command::Files(a) => files(&a),
         Command::EtcdJoin(a) => etcd_join(a).await,
+        Command::EtcdEndpoints(a) => etcd_endpoints(a).await,
     }
 }
 
@@ -790,5 +811,57 @@ async fn etcd_join(a: EtcdJoinArgs) -> ExitCode {
             };
             fail(code, e)
         }
+    }
+}
+
+async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
+    use crate::etcd::discover::{Aws, DiscoverError, parse_static};
+    let deadline = std::time::Instant::now() + Duration::from_secs(a.wait);
+    let mut tries = 0u32;
+    let aws = if a.peers.is_none() {
+        match Aws::load().await {
+            Ok(aws) => Some(aws),
+            Err(e) => return fail(EXIT_CONFIG, e),
+        }
+    } else {
+        None
+    };
+    loop {
+        let found = match (&a.peers, &a.asg, &aws) {
+            (Some(list), _, _) => parse_static(list),
+            (None, Some(group), Some(aws)) => aws.group_peers(group).await,
+            _ => return fail(EXIT_CONFIG, "give --asg <cluster>-etcd or --peers name=ip,..."),
+        };
+        let why = match found {
+            Ok(d) if !d.peers.is_empty() => {
+                let urls = d
+                    .peers
+                    .iter()
+                    .map(|p| match p.ip {
+                        IpAddr::V4(ip) => format!("https://{ip}:2379"),
+                        IpAddr::V6(ip) => format!("https://[{ip}]:2379"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                if let Err(e) = crate::etcd::write_env_file(&a.out, &format!("ETCD_SERVERS={urls}\n")) {
+                    return fail(EXIT_WRITE, e);
+                }
+                println!("wrote {}: {urls}", a.out.display());
+                return ExitCode::SUCCESS;
+            }
+            Ok(_) => "the etcd group has no running instance yet".to_string(),
+            Err(DiscoverError::Unavailable(m)) => m,
+            Err(e @ DiscoverError::Refused { .. }) => return fail(EXIT_REFUSED, e),
+            Err(e) => return fail(EXIT_CONFIG, e),
+        };
+        if std::time::Instant::now() >= deadline {
+            return fail(EXIT_UNAVAILABLE, format!("gave up: {why}"));
+        }
+        tries = tries.saturating_add(1);
+        tracing::info!(waiting_for = %why, "waiting");
+        tokio::time::sleep(Duration::from_millis(crate::schedule::backoff_ms(
+            tries, 1_000, 15_000, 0.5,
+        )))
+        .await;
     }
 }

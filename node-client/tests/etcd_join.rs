@@ -224,6 +224,37 @@ async fn aws_discovery_bootstraps_from_the_auto_scaling_group() {
         "nothing touched the data dir"
     );
 
+    // A controller's view: the same group's client URLs for kube-apiserver.
+    let servers = dir.path().join("run/etcd-servers.env");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_node-client"));
+    c.args(["etcd-endpoints", "--asg", "kubecluster-etcd", "--wait", "5", "--out"])
+        .arg(&servers)
+        .envs(moto.env());
+    let o = output(c).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let mut by_name = want.clone();
+    by_name.sort();
+    assert_eq!(
+        env_file(&servers),
+        BTreeMap::from([(
+            "ETCD_SERVERS".to_string(),
+            by_name
+                .iter()
+                .map(|(_, ip, _)| format!("https://{ip}:2379"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )])
+    );
+    // An unknown group: nothing written, a clear error.
+    let missing = dir.path().join("run/none.env");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_node-client"));
+    c.args(["etcd-endpoints", "--asg", "no-such-group", "--wait", "1", "--out"])
+        .arg(&missing)
+        .envs(moto.env());
+    let o = output(c).await;
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(!missing.exists());
+
     // An instance in no auto scaling group: configuration error, no file.
     std::fs::remove_file(&out).unwrap();
     let o = output(base("i-00000000000000000")).await;

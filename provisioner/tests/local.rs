@@ -104,6 +104,18 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("smoke test passed"), "{}", show(&o));
     assert_eq!(out.matches(" is healthy").count(), 3, "{out}");
+    // Issue #9: the three members run the etcd nodes' own rendered unit,
+    // membership decided by node-client etcd-join (a new cluster of three).
+    assert_eq!(
+        out.matches("from the rendered etcd-member.service").count(),
+        3,
+        "{out}"
+    );
+    for i in 0..3 {
+        let env = std::fs::read_to_string(dir.join(format!("nodes/etcd-{i}/etcd.env"))).unwrap();
+        assert!(env.contains("ETCD_INITIAL_CLUSTER_STATE=new"), "{env}");
+        assert_eq!(env.matches("https://127.0.0.1").count(), 5, "{env}");
+    }
     assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING: the unseal shares"));
 
     // Every role's files are there; nothing secret is readable by others.

@@ -356,17 +356,27 @@ impl Aws {
                 ))
             })?
             .to_string();
+        self.group_peers(&group).await
+    }
+
+    /// The peers in the auto scaling group `group`.
+    pub async fn group_peers(&self, group: &str) -> Result<Discovered, DiscoverError> {
+        let p = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         let pages = self
             .pages(
                 "autoscaling",
                 &p(&[
                     ("Action", "DescribeAutoScalingGroups"),
-                    ("AutoScalingGroupNames.member.1", &group),
+                    ("AutoScalingGroupNames.member.1", group),
                 ]),
                 &["DescribeAutoScalingGroupsResult", "NextToken"],
             )
             .await?;
-        let (expected, ids) = group_instances(&pages, &group)?;
+        let (expected, ids) = group_instances(&pages, group)?;
         tracing::debug!(%group, expected, instances = ?ids, "auto scaling group");
         let mut peers = Vec::new();
         // DescribeInstances takes a bounded id list: ask in chunks.

@@ -4,8 +4,8 @@
 //!
 //! The apiserver's etcd servers change as etcd members are replaced, so its
 //! manifest is written at boot, and again every five minutes, from a template
-//! and the etcd group's current members (`node-client etcd-join
-//! --endpoints-only`); the kubelet restarts the pod only when the list changed.
+//! and the etcd group's current members (`node-client
+//! etcd-endpoints`); the kubelet restarts the pod only when the list changed.
 
 use super::{MANIFESTS, Parts, exec, json_text, l, unit_text};
 use crate::certs;
@@ -262,9 +262,7 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                             exec(
                                 node_client::units::BINARY_PATH,
                                 &[
-                                    l("etcd-join"),
-                                    l("--endpoints-only"),
-                                    l("--discover aws"),
+                                    l("etcd-endpoints"),
                                     format!("--asg {}-etcd", spec.name),
                                     format!("--out {ETCD_SERVERS_ENV}"),
                                 ],

@@ -830,7 +830,12 @@ async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
         let found = match (&a.peers, &a.asg, &aws) {
             (Some(list), _, _) => parse_static(list),
             (None, Some(group), Some(aws)) => aws.group_peers(group).await,
-            _ => return fail(EXIT_CONFIG, "give --asg <cluster>-etcd or --peers name=ip,..."),
+            _ => {
+                return fail(
+                    EXIT_CONFIG,
+                    "give --asg <cluster>-etcd or --peers name=ip,...",
+                );
+            }
         };
         let why = match found {
             Ok(d) if !d.peers.is_empty() => {
@@ -843,7 +848,9 @@ async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
                     })
                     .collect::<Vec<_>>()
                     .join(",");
-                if let Err(e) = crate::etcd::write_env_file(&a.out, &format!("ETCD_SERVERS={urls}\n")) {
+                if let Err(e) =
+                    crate::etcd::write_env_file(&a.out, &format!("ETCD_SERVERS={urls}\n"))
+                {
                     return fail(EXIT_WRITE, e);
                 }
                 println!("wrote {}: {urls}", a.out.display());

@@ -227,9 +227,16 @@ async fn aws_discovery_bootstraps_from_the_auto_scaling_group() {
     // A controller's view: the same group's client URLs for kube-apiserver.
     let servers = dir.path().join("run/etcd-servers.env");
     let mut c = Command::new(env!("CARGO_BIN_EXE_node-client"));
-    c.args(["etcd-endpoints", "--asg", "kubecluster-etcd", "--wait", "5", "--out"])
-        .arg(&servers)
-        .envs(moto.env());
+    c.args([
+        "etcd-endpoints",
+        "--asg",
+        "kubecluster-etcd",
+        "--wait",
+        "5",
+        "--out",
+    ])
+    .arg(&servers)
+    .envs(moto.env());
     let o = output(c).await;
     assert!(o.status.success(), "{}", show(&o));
     let mut by_name = want.clone();
@@ -248,9 +255,16 @@ async fn aws_discovery_bootstraps_from_the_auto_scaling_group() {
     // An unknown group: nothing written, a clear error.
     let missing = dir.path().join("run/none.env");
     let mut c = Command::new(env!("CARGO_BIN_EXE_node-client"));
-    c.args(["etcd-endpoints", "--asg", "no-such-group", "--wait", "1", "--out"])
-        .arg(&missing)
-        .envs(moto.env());
+    c.args([
+        "etcd-endpoints",
+        "--asg",
+        "no-such-group",
+        "--wait",
+        "1",
+        "--out",
+    ])
+    .arg(&missing)
+    .envs(moto.env());
     let o = output(c).await;
     assert!(!o.status.success(), "{}", show(&o));
     assert!(!missing.exists());

@@ -274,7 +274,6 @@ fn data_url(text: &str) -> String {
     out
 }
 
-
 /// DNS name of the pki-server record.
 pub fn pki_dns(spec: &ClusterSpec) -> String {
     format!("pki.{}", spec.private_zone)
@@ -651,7 +650,10 @@ mod tests {
                     (
                         u.name.clone(),
                         u.contents.clone().unwrap_or_default()
-                            + &u.dropins.iter().map(|d| d.contents.as_str()).collect::<String>(),
+                            + &u.dropins
+                                .iter()
+                                .map(|d| d.contents.as_str())
+                                .collect::<String>(),
                     )
                 })
                 .collect();
@@ -709,7 +711,10 @@ mod tests {
             );
             assert_eq!(
                 replace["verification"]["hash"],
-                format!("sha256-{}", crate::sha256_hex(render(&spec, role).as_bytes()))
+                format!(
+                    "sha256-{}",
+                    crate::sha256_hex(render(&spec, role).as_bytes())
+                )
             );
             assert!(user_data(&spec, role).len() < 1024);
         }

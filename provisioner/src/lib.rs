@@ -19,8 +19,8 @@ pub mod pins;
 pub mod plan;
 pub mod spec;
 pub mod ssh;
-pub mod unit_exec;
 pub mod state;
+pub mod unit_exec;
 
 use crate::aws::{Clients, err};
 use crate::model::{CONFIG_BUCKET, Env, Group, Kind, Resource};
@@ -76,7 +76,10 @@ pub fn artifacts(spec: &ClusterSpec) -> anyhow::Result<Vec<model::Artifact>> {
             body: model::ArtifactBody::File(path),
         });
     }
-    let mut text = vec![("policies/profile.toml".to_string(), local::PROFILE.to_string())];
+    let mut text = vec![(
+        "policies/profile.toml".to_string(),
+        local::PROFILE.to_string(),
+    )];
     text.extend(
         local::ACL
             .iter()

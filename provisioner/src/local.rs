@@ -719,7 +719,9 @@ pub fn etcd_from_unit(
         let vars = match f.as_str() {
             NODE_ENV => node_env.clone(),
             etcd::MEMBERSHIP_ENV => crate::unit_exec::read_env_file(membership)?,
-            other => bail!("etcd-member.service reads {other}, which the local target does not remap"),
+            other => {
+                bail!("etcd-member.service reads {other}, which the local target does not remap")
+            }
         };
         env.extend(vars);
     }
@@ -741,7 +743,10 @@ pub fn etcd_from_unit(
         "etcd-member.service must serve metrics on {} only",
         etcd::METRICS_URL
     );
-    env.insert("ETCD_LISTEN_METRICS_URLS".into(), format!("http://{ip}:2381"));
+    env.insert(
+        "ETCD_LISTEN_METRICS_URLS".into(),
+        format!("http://{ip}:2381"),
+    );
     let argv = crate::unit_exec::expand(&svc.exec_start, &env)?;
     let Some((program, args)) = argv.split_first() else {
         bail!("etcd-member.service has an empty ExecStart");

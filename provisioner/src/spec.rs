@@ -656,7 +656,10 @@ impl ClusterSpec {
 
     /// The update strategy of a node role (`Off` for pki-server, which has none).
     pub fn update_strategy(&self, role: Role) -> UpdateStrategy {
-        self.updates.get(&role).copied().unwrap_or(UpdateStrategy::Off)
+        self.updates
+            .get(&role)
+            .copied()
+            .unwrap_or(UpdateStrategy::Off)
     }
 
     /// The size and shape of one role (always present after validation).

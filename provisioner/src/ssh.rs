@@ -40,7 +40,9 @@ pub fn load_or_create(spec: &mut ClusterSpec) -> anyhow::Result<()> {
                 .arg("-f")
                 .arg(&key)
                 .output()
-                .context("running ssh-keygen (install openssh-client, or set access.ssh = \"none\")")?;
+                .context(
+                    "running ssh-keygen (install openssh-client, or set access.ssh = \"none\")",
+                )?;
             if !out.status.success() {
                 bail!(
                     "ssh-keygen failed for {}: {}",

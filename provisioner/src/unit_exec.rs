@@ -102,7 +102,8 @@ fn words(s: &str) -> anyhow::Result<Vec<String>> {
 
 /// Read an environment file (`KEY=VALUE` lines, `#` comments).
 pub fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)

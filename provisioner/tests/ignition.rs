@@ -671,7 +671,10 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
                     }) && !v.is_empty();
                     match expected(&k) {
                         Some(want) => {
-                            assert!(want.contains(&v), "{role}: {unit}: --{k}={v}, want {want:?}");
+                            assert!(
+                                want.contains(&v),
+                                "{role}: {unit}: --{k}={v}, want {want:?}"
+                            );
                             seen.insert(k);
                         }
                         None => assert!(
@@ -684,7 +687,11 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
             // The config files and manifests carry the rest.
             let config = ignition::config(&spec, role);
             if let Some(k) = json_file(&config, "/etc/kubernetes/kubelet.json") {
-                assert_eq!(k["clusterDNS"], serde_json::json!([spec.cluster_dns.to_string()]), "{role}");
+                assert_eq!(
+                    k["clusterDNS"],
+                    serde_json::json!([spec.cluster_dns.to_string()]),
+                    "{role}"
+                );
                 seen.insert("clusterDNS".into());
             }
             if let Some(k) = json_file(&config, "/etc/kubernetes/kube-proxy.json") {
@@ -719,7 +726,10 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
             "clusterIP",
             "Network",
         ] {
-            assert!(seen.contains(flag), "nothing sets {flag}: the check saw nothing");
+            assert!(
+                seen.contains(flag),
+                "nothing sets {flag}: the check saw nothing"
+            );
         }
     }
 }

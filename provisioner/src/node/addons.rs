@@ -32,8 +32,14 @@ pub const USER: &str = "kube-aws-pki:addons";
 /// The templates, in apply order.
 pub const TEMPLATES: [(&str, &str); 5] = [
     ("rbac", include_str!("../../templates/addons/rbac.yaml")),
-    ("coredns", include_str!("../../templates/addons/coredns.yaml")),
-    ("flannel", include_str!("../../templates/addons/flannel.yaml")),
+    (
+        "coredns",
+        include_str!("../../templates/addons/coredns.yaml"),
+    ),
+    (
+        "flannel",
+        include_str!("../../templates/addons/flannel.yaml"),
+    ),
     (
         "metrics-server",
         include_str!("../../templates/addons/metrics-server.yaml"),
@@ -83,10 +89,7 @@ impl Object {
             format!("/api/{}", self.api_version)
         };
         match (namespaced, &self.namespace) {
-            (true, Some(ns)) => Some(format!(
-                "{base}/namespaces/{ns}/{plural}/{}",
-                self.name
-            )),
+            (true, Some(ns)) => Some(format!("{base}/namespaces/{ns}/{plural}/{}", self.name)),
             (false, None) => Some(format!("{base}/{plural}/{}", self.name)),
             _ => None,
         }
@@ -241,7 +244,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                 (
                     "Unit",
                     vec![
-                        l("Description=apply the cluster's RBAC bindings and add-ons (server-side apply)"),
+                        l(
+                            "Description=apply the cluster's RBAC bindings and add-ons (server-side apply)",
+                        ),
                         l("Requires=kubelet.service"),
                         l("After=kubelet.service"),
                     ],

@@ -46,7 +46,10 @@ pub fn apiserver_args(spec: &ClusterSpec) -> Vec<String> {
         format!("--tls-private-key-file={}", p("apiserver.key")),
         format!("--client-ca-file={}", p("ca.crt")),
         format!("--kubelet-certificate-authority={}", p("ca.crt")),
-        format!("--kubelet-client-certificate={}", p("apiserver-kubelet-client.crt")),
+        format!(
+            "--kubelet-client-certificate={}",
+            p("apiserver-kubelet-client.crt")
+        ),
         format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
         l("--kubelet-preferred-address-types=Hostname"),
         format!("--etcd-servers={ETCD_SERVERS_MARK}"),
@@ -135,7 +138,10 @@ pub fn static_pod(
         volumes.push(v);
         mounts.push(m);
     }
-    let (command, rest) = args.split_first().map(|(c, r)| (c.clone(), r.to_vec())).unwrap_or_default();
+    let (command, rest) = args
+        .split_first()
+        .map(|(c, r)| (c.clone(), r.to_vec()))
+        .unwrap_or_default();
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -249,7 +255,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                     (
                         "Unit",
                         vec![
-                            l("Description=the etcd members' client URLs, from the etcd auto scaling group"),
+                            l(
+                                "Description=the etcd members' client URLs, from the etcd auto scaling group",
+                            ),
                             l("Requires=node-client-fetch.service"),
                             l("After=node-client-fetch.service"),
                         ],
@@ -277,7 +285,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                     (
                         "Unit",
                         vec![
-                            l("Description=write the kube-apiserver static pod with the current etcd members"),
+                            l(
+                                "Description=write the kube-apiserver static pod with the current etcd members",
+                            ),
                             l("Requires=etcd-servers.service"),
                             l("After=etcd-servers.service"),
                         ],
@@ -299,12 +309,17 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
             Unit::new(
                 "kube-apiserver-manifest.timer",
                 unit_text(&[
-                    ("Unit", vec![l("Description=follow etcd member replacements")]),
-                    ("Timer", vec![l("OnBootSec=5min"), l("OnUnitActiveSec=5min")]),
+                    (
+                        "Unit",
+                        vec![l("Description=follow etcd member replacements")],
+                    ),
+                    (
+                        "Timer",
+                        vec![l("OnBootSec=5min"), l("OnUnitActiveSec=5min")],
+                    ),
                     ("Install", vec![l("WantedBy=timers.target")]),
                 ]),
             ),
         ],
     }
 }
-

@@ -102,7 +102,10 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                     (
                         "Unit",
                         vec![
-                            format!("Description=unpack etcd v{} (verified by Ignition against its SHA-256)", pins.etcd),
+                            format!(
+                                "Description=unpack etcd v{} (verified by Ignition against its SHA-256)",
+                                pins.etcd
+                            ),
                             format!("ConditionPathExists=!{BIN_DIR}/.v{}", pins.etcd),
                         ],
                     ),
@@ -143,8 +146,12 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                         "Unit",
                         vec![
                             l("Description=etcd membership from the etcd auto scaling group"),
-                            l("Requires=node-client-fetch.service etcd-install.service var-lib-etcd.mount"),
-                            l("After=node-client-fetch.service etcd-install.service var-lib-etcd.mount"),
+                            l(
+                                "Requires=node-client-fetch.service etcd-install.service var-lib-etcd.mount",
+                            ),
+                            l(
+                                "After=node-client-fetch.service etcd-install.service var-lib-etcd.mount",
+                            ),
                         ],
                     ),
                     (

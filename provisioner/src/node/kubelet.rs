@@ -118,7 +118,9 @@ pub fn kubelet_args(role: Role) -> Vec<String> {
         format!("--node-labels=kube-aws-pki.io/role={}", role.name()),
     ];
     if role == Role::Controller {
-        a.push(l("--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule"));
+        a.push(l(
+            "--register-with-taints=node-role.kubernetes.io/control-plane=:NoSchedule",
+        ));
     }
     a
 }
@@ -132,7 +134,11 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
         File::download(&cni, 0o644, &pins.cni_tarball),
         File::text(CONTAINERD_CONFIG, 0o644, &containerd_config()),
         File::text(KUBELET_CONFIG, 0o644, &json_text(&kubelet_config(spec))),
-        File::text(KUBE_PROXY_CONFIG, 0o644, &json_text(&kube_proxy_config(spec))),
+        File::text(
+            KUBE_PROXY_CONFIG,
+            0o644,
+            &json_text(&kube_proxy_config(spec)),
+        ),
         File::text(
             &format!("{MANIFESTS}/kube-proxy.json"),
             0o644,
@@ -144,7 +150,11 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
             0o644,
             "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n",
         ),
-        File::text("/etc/modules-load.d/kubernetes.conf", 0o644, "br_netfilter\n"),
+        File::text(
+            "/etc/modules-load.d/kubernetes.conf",
+            0o644,
+            "br_netfilter\n",
+        ),
     ];
     if role == Role::Controller {
         files.push(File::download("/opt/bin/kubectl", 0o755, &pins.kubectl));
@@ -167,7 +177,10 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
                     (
                         "Unit",
                         vec![
-                            format!("Description=unpack the CNI plugins v{} (verified by Ignition against their SHA-256)", pins.cni_plugins),
+                            format!(
+                                "Description=unpack the CNI plugins v{} (verified by Ignition against their SHA-256)",
+                                pins.cni_plugins
+                            ),
                             format!("ConditionPathExists=!{CNI_BIN}/.v{}", pins.cni_plugins),
                         ],
                     ),
@@ -177,8 +190,13 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
                             l("Type=oneshot"),
                             l("RemainAfterExit=true"),
                             format!("ExecStartPre=/usr/bin/mkdir -p {CNI_BIN}"),
-                            format!("ExecStart=/usr/bin/tar -xzf {cni} -C {CNI_BIN} --no-same-owner"),
-                            format!("ExecStartPost=/usr/bin/touch {CNI_BIN}/.v{}", pins.cni_plugins),
+                            format!(
+                                "ExecStart=/usr/bin/tar -xzf {cni} -C {CNI_BIN} --no-same-owner"
+                            ),
+                            format!(
+                                "ExecStartPost=/usr/bin/touch {CNI_BIN}/.v{}",
+                                pins.cni_plugins
+                            ),
                         ],
                     ),
                 ]),
@@ -190,15 +208,21 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
                         "Unit",
                         vec![
                             format!("Description=Kubernetes node agent v{}", pins.kubernetes),
-                            l("Requires=node-client-fetch.service containerd.service cni-plugins-install.service"),
-                            l("After=node-client-fetch.service containerd.service cni-plugins-install.service"),
+                            l(
+                                "Requires=node-client-fetch.service containerd.service cni-plugins-install.service",
+                            ),
+                            l(
+                                "After=node-client-fetch.service containerd.service cni-plugins-install.service",
+                            ),
                         ],
                     ),
                     (
                         "Service",
                         vec![
                             format!("EnvironmentFile={NODE_ENV}"),
-                            format!("ExecStartPre=/usr/bin/mkdir -p {MANIFESTS} /var/lib/kubelet /etc/cni/net.d"),
+                            format!(
+                                "ExecStartPre=/usr/bin/mkdir -p {MANIFESTS} /var/lib/kubelet /etc/cni/net.d"
+                            ),
                             exec("/opt/bin/kubelet", &kubelet_args(role)),
                             l("Restart=always"),
                             l("RestartSec=5"),

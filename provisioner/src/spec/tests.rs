@@ -69,6 +69,76 @@ fn invalid_specs_are_refused_naming_the_field() {
         "kubernetes_version = \"latest\"\n",
         Err("`kubernetes_version`"),
     );
+    // Versions without a built-in checksum need theirs.
+    check(
+        "kubernetes_version = \"1.35.0\"\n",
+        Err("`checksums.kubelet-v1.35.0-linux-amd64`"),
+    );
+    check(
+        "etcd_version = \"3.6.7\"\n",
+        Err("`checksums.etcd-v3.6.7-linux-amd64.tar.gz`"),
+    );
+    check(
+        "etcd_version = \"3.6.7\"\n[checksums]\n\"etcd-v3.6.7-linux-amd64.tar.gz\" = \"nothex\"\n",
+        Err("`checksums.etcd-v3.6.7-linux-amd64.tar.gz`"),
+    );
+    check(
+        &format!(
+            "etcd_version = \"3.6.7\"\n[checksums]\n\"etcd-v3.6.7-linux-amd64.tar.gz\" = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+        Ok(()),
+    );
+    check(
+        "[versions]\ncoredns = \"1.12 ; rm\"\n",
+        Err("`versions.coredns`"),
+    );
+    check("[versions]\nhelm = \"3\"\n", Err("helm"));
+    check("[updates]\netcd = \"coordinated\"\n", Err("`updates.etcd`"));
+    check(
+        "[updates]\npki-server = \"off\"\n",
+        Err("`updates.pki-server`"),
+    );
+    check(
+        "[updates]\nworker = \"sometimes\"\n",
+        Err("unknown variant `sometimes`"),
+    );
+    check(
+        "[updates]\nworker = \"reboot\"\netcd = \"disabled\"\n",
+        Ok(()),
+    );
+    check("[access]\nssh = \"yes\"\n", Err("unknown variant `yes`"));
+    check(
+        "cluster_domain = \"Cluster.Local\"\n",
+        Err("`cluster_domain`"),
+    );
+    check(
+        "[roles.worker]\ndata_volume_gb = 10\n",
+        Err("`roles.worker.data_volume_gb`"),
+    );
+    check(
+        "[roles.etcd]\ndata_volume_gb = 0\n",
+        Err("`roles.etcd.data_volume_gb`"),
+    );
+}
+
+#[test]
+fn node_defaults_pin_every_download_and_keep_etcd_from_rebooting() {
+    let s = ClusterSpec::parse("name = \"demo\"\n").expect("spec");
+    for d in s.pins.downloads() {
+        assert!(d.url.starts_with("https://"), "{}", d.url);
+        assert_eq!(d.sha256.len(), 64, "{}", d.key);
+    }
+    assert_eq!(s.update_strategy(Role::Etcd), UpdateStrategy::Off);
+    assert_eq!(
+        s.update_strategy(Role::Controller),
+        UpdateStrategy::Coordinated
+    );
+    assert_eq!(s.update_strategy(Role::Worker), UpdateStrategy::Coordinated);
+    assert_eq!(s.ssh, SshAccess::None);
+    assert!(!s.cloudtrail);
+    assert_eq!(s.etcd_data_volume_gb, 20);
+    assert_eq!(s.cluster_domain, "cluster.local");
 }
 
 #[test]

@@ -646,6 +646,51 @@ impl<'a> Executor<'a> {
                     .unwrap_or_default();
                 self.remember(&r.key, &[("id", id.to_string())]);
             }
+            Desired::Trail {
+                name,
+                bucket,
+                prefix,
+            } => {
+                self.trail_bucket_policy(name, bucket, prefix).await?;
+                let tags = self
+                    .tags(r)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        aws_sdk_cloudtrail::types::Tag::builder()
+                            .key(k)
+                            .value(v)
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let t = self
+                    .aws
+                    .cloudtrail
+                    .create_trail()
+                    .name(name)
+                    .s3_bucket_name(bucket)
+                    .s3_key_prefix(prefix)
+                    .is_multi_region_trail(true)
+                    .include_global_service_events(true)
+                    .enable_log_file_validation(true)
+                    .set_tags_list(Some(tags))
+                    .send()
+                    .await
+                    .map_err(err)?;
+                self.aws
+                    .cloudtrail
+                    .start_logging()
+                    .name(name)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                self.remember(
+                    &r.key,
+                    &[
+                        ("id", name.clone()),
+                        ("arn", t.trail_arn().unwrap_or_default().to_string()),
+                    ],
+                );
+            }
             Desired::Object {
                 bucket,
                 key,
@@ -929,6 +974,71 @@ impl<'a> Executor<'a> {
         self.tag_bucket(r, name).await?;
         self.bucket_settings(name).await?;
         self.remember(&r.key, &[("id", name.to_string())]);
+        Ok(())
+    }
+
+    /// The logs bucket policy that lets CloudTrail write this trail's files
+    /// (and only them) under `prefix/AWSLogs/<account>/`.
+    async fn trail_bucket_policy(
+        &self,
+        name: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> anyhow::Result<()> {
+        // The account: from a role this apply made or found (level 1).
+        let known = self.known_snapshot();
+        let account = known
+            .values()
+            .filter_map(|a| a.get("arn"))
+            .find_map(|arn| arn.strip_prefix("arn:aws:iam::"))
+            .and_then(|rest| rest.split(':').next())
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .context("the AWS account is not known yet (no IAM role observed)")?;
+        let source = format!(
+            "arn:aws:cloudtrail:{}:{account}:trail/{name}",
+            self.aws.region
+        );
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CloudTrailAclCheck",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
+                    "Action": "s3:GetBucketAcl",
+                    "Resource": format!("arn:aws:s3:::{bucket}"),
+                    "Condition": {"StringEquals": {"aws:SourceArn": source}}
+                },
+                {
+                    "Sid": "CloudTrailWrite",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudtrail.amazonaws.com"},
+                    "Action": "s3:PutObject",
+                    "Resource": format!("arn:aws:s3:::{bucket}/{prefix}/AWSLogs/{account}/*"),
+                    "Condition": {"StringEquals": {
+                        "s3:x-amz-acl": "bucket-owner-full-control",
+                        "aws:SourceArn": source
+                    }}
+                },
+                {
+                    "Sid": "DenyInsecureTransport",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "s3:*",
+                    "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+                    "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+                }
+            ]
+        });
+        self.aws
+            .s3
+            .put_bucket_policy()
+            .bucket(bucket)
+            .policy(policy.to_string())
+            .send()
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
@@ -1244,6 +1354,34 @@ impl<'a> Executor<'a> {
                     .modify_launch_template()
                     .launch_template_id(&id)
                     .default_version(v.to_string())
+                    .send()
+                    .await
+                    .map_err(err)?;
+            }
+            Desired::Trail {
+                name,
+                bucket,
+                prefix,
+            } => {
+                if fields.iter().any(|f| f != "logging") {
+                    self.trail_bucket_policy(name, bucket, prefix).await?;
+                    self.aws
+                        .cloudtrail
+                        .update_trail()
+                        .name(name)
+                        .s3_bucket_name(bucket)
+                        .s3_key_prefix(prefix)
+                        .is_multi_region_trail(true)
+                        .include_global_service_events(true)
+                        .enable_log_file_validation(true)
+                        .send()
+                        .await
+                        .map_err(err)?;
+                }
+                self.aws
+                    .cloudtrail
+                    .start_logging()
+                    .name(name)
                     .send()
                     .await
                     .map_err(err)?;
@@ -1654,6 +1792,15 @@ impl<'a> Executor<'a> {
                     .map_err(err)?;
             }
             Kind::Bucket => self.empty_and_delete_bucket(id).await?,
+            Kind::Trail => {
+                self.aws
+                    .cloudtrail
+                    .delete_trail()
+                    .name(id)
+                    .send()
+                    .await
+                    .map_err(err)?;
+            }
             Kind::Object => {
                 // A versioned bucket keeps the old versions; deleting the bucket removes them.
                 self.aws

@@ -127,6 +127,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// KMS.
     pub kms: aws_sdk_kms::Client,
+    /// CloudTrail.
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
     /// The mutating-call recorder.
     pub recorder: Arc<Recorder>,
     /// The region in use.
@@ -172,6 +174,11 @@ impl Clients {
             ),
             kms: aws_sdk_kms::Client::from_conf(
                 aws_sdk_kms::config::Builder::from(sdk)
+                    .interceptor(i.clone())
+                    .build(),
+            ),
+            cloudtrail: aws_sdk_cloudtrail::Client::from_conf(
+                aws_sdk_cloudtrail::config::Builder::from(sdk)
                     .interceptor(i)
                     .build(),
             ),

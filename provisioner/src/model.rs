@@ -65,6 +65,8 @@ pub enum Kind {
     AutoScalingGroup,
     /// An object in the config bucket (binaries, policies) nodes fetch at boot.
     Object,
+    /// A CloudTrail trail into the logs bucket (`[access] cloudtrail = true`).
+    Trail,
 }
 
 impl Kind {
@@ -79,7 +81,7 @@ impl Kind {
             | Kind::IamRole
             | Kind::Object => 1,
             Kind::NatGateway | Kind::InstanceProfile | Kind::TargetGroup | Kind::LoadBalancer => 2,
-            Kind::RouteTable | Kind::Listener | Kind::Record => 3,
+            Kind::RouteTable | Kind::Listener | Kind::Record | Kind::Trail => 3,
             Kind::LaunchTemplate => 4,
             Kind::AutoScalingGroup => 5,
         }
@@ -180,6 +182,16 @@ impl Rule {
         };
         format!("{} {}..{} {src}", self.protocol, self.from, self.to)
     }
+}
+
+/// The trail's resource key.
+pub const TRAIL: &str = "trail";
+/// Where the trail writes in the logs bucket.
+pub const TRAIL_PREFIX: &str = "cloudtrail";
+
+/// The trail's name.
+pub fn trail_name(spec: &ClusterSpec) -> String {
+    format!("{}-trail", spec.name)
 }
 
 /// What a bucket is for.
@@ -314,6 +326,15 @@ pub enum Desired {
         data_volume_gb: Option<i32>,
         /// Ignition JSON.
         user_data: String,
+    },
+    /// A CloudTrail trail.
+    Trail {
+        /// Trail name.
+        name: String,
+        /// The logs bucket.
+        bucket: String,
+        /// Key prefix in the bucket.
+        prefix: String,
     },
     /// An object in the config bucket.
     Object {
@@ -475,6 +496,13 @@ impl Resource {
                 set("public_access_block", json!(true));
                 set("tagged", json!(true));
             }
+            Desired::Trail { bucket, prefix, .. } => {
+                set("bucket", json!(bucket));
+                set("prefix", json!(prefix));
+                set("multi_region", json!(true));
+                set("log_file_validation", json!(true));
+                set("logging", json!(true));
+            }
             Desired::KmsKey { .. } => {
                 set("enabled", json!(true));
                 set("alias", json!(true));
@@ -575,6 +603,7 @@ impl Resource {
             Kind::Record | Kind::LaunchTemplate => true,
             Kind::AutoScalingGroup => true,
             Kind::Object => true,
+            Kind::Trail => true,
             Kind::InstanceProfile => true,
             _ => false,
         }
@@ -799,6 +828,19 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         },
     );
     let (pki_b, config_b, logs_b) = ignition::buckets(spec);
+    if spec.cloudtrail {
+        add(
+            TRAIL.into(),
+            Kind::Trail,
+            Group::S3,
+            "audit",
+            Desired::Trail {
+                name: trail_name(spec),
+                bucket: logs_b.clone(),
+                prefix: TRAIL_PREFIX.into(),
+            },
+        );
+    }
     for (key, name, purpose) in [
         ("bucket/pki", pki_b, BucketPurpose::Pki),
         (CONFIG_BUCKET, config_b, BucketPurpose::Config),

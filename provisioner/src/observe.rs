@@ -139,6 +139,7 @@ pub async fn observe(aws: &Clients, cluster: &str, desired: &[Resource]) -> anyh
             Desired::Object { bucket, key, .. } => {
                 observe_object(aws, r, bucket, key, &mut w).await?
             }
+            Desired::Trail { name, .. } => observe_trail(aws, &owned_tag, r, name, &mut w).await?,
             _ => {}
         }
     }
@@ -371,6 +372,70 @@ async fn observe_ec2(aws: &Clients, cluster: &str, w: &mut World) -> anyhow::Res
 }
 
 /// An object in one of our buckets, with the SHA-256 we stored in its metadata.
+async fn observe_trail(
+    aws: &Clients,
+    owned_tag: &str,
+    r: &Resource,
+    name: &str,
+    w: &mut World,
+) -> anyhow::Result<()> {
+    let d = aws
+        .cloudtrail
+        .describe_trails()
+        .trail_name_list(name)
+        .send()
+        .await
+        .map_err(err)
+        .context("while describing CloudTrail trails")?;
+    let Some(t) = d.trail_list().iter().find(|t| t.name() == Some(name)) else {
+        return Ok(());
+    };
+    let arn = t.trail_arn().unwrap_or_default().to_string();
+    let tags = aws
+        .cloudtrail
+        .list_tags()
+        .resource_id_list(&arn)
+        .send()
+        .await
+        .map_err(err)?;
+    let owned = tags.resource_tag_list().iter().any(|rt| {
+        rt.tags_list()
+            .iter()
+            .any(|t| t.key() == owned_tag && t.value() == Some("owned"))
+    });
+    let status = aws
+        .cloudtrail
+        .get_trail_status()
+        .name(name)
+        .send()
+        .await
+        .map_err(err)?;
+    let mut o = obs(r.key.clone(), Kind::Trail, name.into(), owned);
+    o.props.insert(
+        "bucket".into(),
+        json!(t.s3_bucket_name().unwrap_or_default()),
+    );
+    o.props.insert(
+        "prefix".into(),
+        json!(t.s3_key_prefix().unwrap_or_default()),
+    );
+    o.props.insert(
+        "multi_region".into(),
+        json!(t.is_multi_region_trail().unwrap_or(false)),
+    );
+    o.props.insert(
+        "log_file_validation".into(),
+        json!(t.log_file_validation_enabled().unwrap_or(false)),
+    );
+    o.props.insert(
+        "logging".into(),
+        json!(status.is_logging().unwrap_or(false)),
+    );
+    o.attrs.insert("arn".into(), arn);
+    w.insert(o);
+    Ok(())
+}
+
 async fn observe_object(
     aws: &Clients,
     r: &Resource,

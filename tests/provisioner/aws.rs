@@ -586,6 +586,79 @@ async fn apply_creates_everything_and_a_second_apply_makes_no_mutating_call() {
 }
 
 #[tokio::test]
+async fn cloudtrail_option_is_one_trail_into_the_logs_bucket_and_destroy_removes_it() {
+    let Some(moto) = Moto::start() else { return };
+    let p = moto
+        .provisioner(&format!("{SPEC}[access]\ncloudtrail = true\n"))
+        .await;
+    p.apply(&[]).await.unwrap();
+    let trails = p
+        .aws
+        .cloudtrail
+        .describe_trails()
+        .trail_name_list("demo-trail")
+        .send()
+        .await
+        .unwrap();
+    let t = &trails.trail_list()[0];
+    assert_eq!(t.s3_bucket_name(), Some("kube-aws-pki-demo-logs"));
+    assert_eq!(t.s3_key_prefix(), Some("cloudtrail"));
+    assert_eq!(t.is_multi_region_trail(), Some(true));
+    assert_eq!(t.log_file_validation_enabled(), Some(true));
+    let status = p
+        .aws
+        .cloudtrail
+        .get_trail_status()
+        .name("demo-trail")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.is_logging(), Some(true));
+    // CloudTrail may write only its own prefix of the logs bucket.
+    let policy = p
+        .aws
+        .s3
+        .get_bucket_policy()
+        .bucket("kube-aws-pki-demo-logs")
+        .send()
+        .await
+        .unwrap();
+    let policy: serde_json::Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    let write = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "CloudTrailWrite")
+        .unwrap();
+    assert!(
+        write["Resource"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:s3:::kube-aws-pki-demo-logs/cloudtrail/AWSLogs/"),
+        "{write}"
+    );
+    assert!(
+        write["Condition"]["StringEquals"]["aws:SourceArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":trail/demo-trail")
+    );
+    // Idempotent, and a trail we did not make is never touched.
+    p.aws.recorder.reset();
+    assert!(p.apply(&[]).await.unwrap().is_empty());
+    assert_eq!(p.aws.recorder.mutations(), 0, "{:?}", p.aws.recorder.log());
+    p.destroy().await.unwrap();
+    let left = p.aws.cloudtrail.describe_trails().send().await.unwrap();
+    assert!(
+        !left
+            .trail_list()
+            .iter()
+            .any(|t| t.name() == Some("demo-trail")),
+        "trail left after destroy"
+    );
+}
+
+#[tokio::test]
 async fn changing_worker_desired_is_exactly_one_change_and_one_call() {
     let Some(moto) = Moto::start() else { return };
     let p = moto.provisioner(SPEC).await;

@@ -8,6 +8,7 @@
 //!   and bring the update operator, `disabled` turns the update server off;
 //! - SSH: none by default (sshd masked), per-role key pairs made 0600 and
 //!   only the role's public key in its Ignition.
+//!
 //! Tools missing: skip locally, panic under CI=true.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code

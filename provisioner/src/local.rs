@@ -584,7 +584,14 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
     // peers listed instead of read from the auto scaling group).
     let spec = crate::spec::ClusterSpec::parse(&format!("name = \"{}\"\n", o.cluster))
         .context("the local cluster name is not a valid cluster name")?;
-    let unit = crate::node::etcd::member_unit();
+    // The unit exactly as the etcd role's Ignition carries it.
+    let unit = crate::ignition::config(&spec, crate::spec::Role::Etcd)
+        .systemd
+        .units
+        .into_iter()
+        .find(|u| u.name == "etcd-member.service")
+        .and_then(|u| u.contents)
+        .context("the etcd role's Ignition has no etcd-member.service")?;
     let peers = members
         .iter()
         .map(|n| format!("{}={}", n.name, n.ip))

@@ -136,9 +136,42 @@ fn every_role_passes_ignition_validate_without_warnings() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for role in Role::ALL {
-        let path = dir.path().join(format!("{}.ign", role.name()));
-        std::fs::write(&path, ignition::render(&spec(), role)).unwrap();
+    // Every option that adds to the config: SSH keys (passwd), the strategies
+    // that mask or keep units, a custom network.
+    let mut with_ssh = ClusterSpec::parse(
+        "name = \"demo\"\n[access]\nssh = \"per-role\"\n[updates]\netcd = \"disabled\"\nworker = \"reboot\"\n",
+    )
+    .unwrap();
+    for role in [Role::Etcd, Role::Controller, Role::Worker] {
+        with_ssh.ssh_keys.insert(
+            role,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx0ZXN0a2V5Zm9ydGhlaWdpdGlvbnZhbGlkYXRlIQ core@demo"
+                .into(),
+        );
+    }
+    let cases = [
+        ("default", spec()),
+        ("custom", custom_spec()),
+        ("ssh+updates", with_ssh),
+    ];
+    for (case, role) in cases
+        .iter()
+        .flat_map(|(c, s)| Role::ALL.map(|r| ((*c, s), r)))
+    {
+        let (case, spec) = case;
+        let path = dir.path().join(format!("{case}-{}.ign", role.name()));
+        std::fs::write(&path, ignition::render(spec, role)).unwrap();
+        let pointer = dir
+            .path()
+            .join(format!("{case}-{}-pointer.ign", role.name()));
+        std::fs::write(&pointer, ignition::user_data(spec, role)).unwrap();
+        let out = Command::new(&validate).arg(&pointer).output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "{case} {role}: ignition-validate on the user data pointer: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = Command::new(&validate).arg(&path).output().unwrap();
         let text = format!(
             "{}{}",

@@ -176,3 +176,10 @@ fn subnets_do_not_overlap_and_stay_in_the_vpc() {
         }
     }
 }
+
+#[test]
+fn the_example_spec_parses() {
+    let s = ClusterSpec::parse(include_str!("../../../examples/cluster.toml")).expect("example");
+    assert_eq!(s.name, "demo");
+    assert_eq!(s.etcd_data_volume_gb, 20);
+}

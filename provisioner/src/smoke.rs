@@ -557,10 +557,11 @@ pub async fn run(spec: &ClusterSpec, o: &SmokeOptions) -> Result<(), SmokeError>
     let result = checks(spec, o, &api, &name, &mut steps, &mut created).await;
     // 5: always clean up what was created.
     steps.n = STEPS - 1;
-    steps.start(&format!("Cleanup: DELETE pod {NAMESPACE}/{name}"));
     let cleanup = if created {
+        steps.start(&format!("Cleanup: DELETE pod {NAMESPACE}/{name}"));
         delete_pod(&api, &name).await
     } else {
+        steps.start("Cleanup");
         Ok(((), "nothing to delete (no pod was created)".to_string()))
     };
     let cleanup = steps.finish("cleanup", cleanup);

@@ -77,6 +77,7 @@ pub fn default_kubeconfig(cluster: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The API server and credentials the current context of a kubeconfig names.
+#[derive(Clone)]
 pub struct ApiTarget {
     /// `https://host:port`, without a trailing slash.
     pub server: String,
@@ -399,7 +400,61 @@ pub fn nodes(list: &Value) -> Vec<NodeState> {
 /// An HTTPS client for one API server.
 struct Api {
     http: reqwest::Client,
-    server: String,
+    target: std::sync::Arc<ApiTarget>,
+}
+
+/// The TLS error of one handshake and request of our own, if TLS is what
+/// fails. With TLS 1.3 a server refuses a client certificate only after the
+/// client has finished its handshake, and reqwest may then report the closed
+/// connection ("connection was not ready") rather than the server's alert.
+/// Same trust as the client: only the kubeconfig's CA, its client identity.
+fn tls_diagnosis(t: &ApiTarget) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::Read;
+    let url = reqwest::Url::parse(&t.server).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url.port_or_known_default()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&t.ca_pem) {
+        roots.add(c.ok()?).ok()?;
+    }
+    let certs = CertificateDer::pem_slice_iter(&t.identity_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(&t.identity_pem).ok()?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .ok()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .ok()?;
+    let name = ServerName::try_from(host.to_string()).ok()?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()?
+        .next()?;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    sock.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let request = format!(
+        "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        url.authority()
+    );
+    let mut first = [0u8; 1];
+    let err = match tls.write_all(request.as_bytes()) {
+        Err(e) => e,
+        Ok(()) => tls.read(&mut first).err()?,
+    };
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .map(ToString::to_string)
 }
 
 /// `message` of a Kubernetes Status answer, else the start of the body.
@@ -434,7 +489,7 @@ impl Api {
             .context("cannot build the HTTPS client")?;
         Ok(Api {
             http,
-            server: t.server.clone(),
+            target: std::sync::Arc::new(t.clone()),
         })
     }
 
@@ -446,7 +501,7 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(reqwest::StatusCode, String)> {
-        let url = format!("{}{path}", self.server);
+        let url = format!("{}{path}", self.target.server);
         let mut req = self
             .http
             .request(method.clone(), &url)
@@ -457,17 +512,25 @@ impl Api {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
+                const TLS: &str = "TLS with the API server failed (the server must present a certificate from the kubeconfig's CA, and accept its client certificate)";
+                let timeout = e.is_timeout();
                 let e = anyhow::Error::new(e);
                 let chain = format!("{e:#}").to_ascii_lowercase();
-                let tls = ["certificate", "alert", "handshake", "tls"]
+                if ["certificate", "alert", "handshake", "tls"]
                     .iter()
-                    .any(|w| chain.contains(w));
-                let what = if tls {
-                    "TLS with the API server failed (the server must present a certificate from the kubeconfig's CA, and accept its client certificate)"
-                } else {
-                    "cannot reach the API server"
-                };
-                return Err(e.context(format!("{what}: {method} {url}")));
+                    .any(|w| chain.contains(w))
+                {
+                    return Err(e.context(format!("{TLS}: {method} {url}")));
+                }
+                if !timeout {
+                    let t = self.target.clone();
+                    if let Ok(Some(cause)) =
+                        tokio::task::spawn_blocking(move || tls_diagnosis(&t)).await
+                    {
+                        return Err(anyhow!("{cause}").context(format!("{TLS}: {method} {url}")));
+                    }
+                }
+                return Err(e.context(format!("cannot reach the API server: {method} {url}")));
             }
         };
         let status = resp.status();
@@ -577,7 +640,7 @@ async fn delete_pod(api: &Api, name: &str) -> anyhow::Result<((), String)> {
     if status.is_success() {
         Ok(((), "deleted".into()))
     } else if status == reqwest::StatusCode::NOT_FOUND {
-        Ok(((), "already gone".into()))
+        Ok(((), "not found (already gone)".into()))
     } else {
         Err(refusal(status, &text).context(format!(
             "delete it with: kubectl -n {NAMESPACE} delete pod {name}"
@@ -655,14 +718,19 @@ async fn checks(
     ));
     let r = async {
         let manifest = pod_manifest(name, &o.image, &lookup, o.timeout);
-        api.json(
-            Method::POST,
-            &format!("/api/v1/namespaces/{NAMESPACE}/pods"),
-            Some(&manifest),
-        )
-        .await
-        .context("creating the pod")?;
-        *created = true;
+        let sent = api
+            .send(
+                Method::POST,
+                &format!("/api/v1/namespaces/{NAMESPACE}/pods"),
+                Some(&manifest),
+            )
+            .await;
+        // Without an answer the pod may exist: clean up either way.
+        *created = !matches!(&sent, Ok((status, _)) if !status.is_success());
+        let (status, text) = sent.context("creating the pod")?;
+        if !status.is_success() {
+            return Err(refusal(status, &text).context("creating the pod"));
+        }
         let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/{name}");
         let start = Instant::now();
         let mut wait = Duration::from_millis(250);
@@ -827,6 +895,80 @@ mod tests {
             "RuntimeDefault"
         );
         assert_eq!(p["spec"]["restartPolicy"], "Never");
+    }
+
+    /// A CA and a leaf it signed: (CA, leaf PEM, key PEM).
+    fn pki(
+        name: &str,
+    ) -> (
+        rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        String,
+        String,
+    ) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} CA"));
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (ca, leaf.pem(), key.serialize_pem())
+    }
+
+    /// The diagnosis names the server's alert when it refuses the client
+    /// certificate after a TLS 1.3 handshake, and finds nothing otherwise.
+    #[test]
+    fn tls_diagnosis_reads_the_servers_alert() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::io::Read;
+        let (ca, cert, key) = pki("cluster");
+        let (_other, other_cert, other_key) = pki("other");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = std::sync::Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("https://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let mut sock = sock.unwrap();
+                let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+                let mut buf = [0u8; 512];
+                if tls.read(&mut buf).is_ok() {
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            }
+        });
+        let target = |id_cert: &str, id_key: &str| ApiTarget {
+            server: server.clone(),
+            ca_pem: ca.pem().into_bytes(),
+            identity_pem: Zeroizing::new(format!("{id_cert}{id_key}").into_bytes()),
+        };
+        assert_eq!(tls_diagnosis(&target(&cert, &key)), None);
+        let refused = tls_diagnosis(&target(&other_cert, &other_key)).unwrap();
+        assert!(refused.contains("UnknownCA"), "{refused}");
     }
 
     #[test]

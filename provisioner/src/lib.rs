@@ -17,6 +17,7 @@ pub mod node;
 pub mod observe;
 pub mod pins;
 pub mod plan;
+pub mod smoke;
 pub mod spec;
 pub mod ssh;
 pub mod state;

@@ -2,7 +2,8 @@
 //!
 //! Thin: parses arguments, reads and validates the spec before any AWS call,
 //! runs one command of the library, owns the exit code (0 ok, 1 user or
-//! config error, 2 unexpected).
+//! config error, 2 unexpected; smoke-test: 1 a check failed, 2 it could not
+//! start).
 
 use clap::{Parser, Subcommand};
 use provisioner::spec::ClusterSpec;
@@ -81,6 +82,20 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check a built cluster from outside: API health, nodes Ready, a test
+    /// pod scheduled and cluster DNS resolving (exit 1: a check failed,
+    /// 2: no usable kubeconfig or spec).
+    SmokeTest {
+        /// Admin kubeconfig, JSON (default ~/.kube/kube-aws-pki/<cluster>/admin.conf).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Seconds the test pod may take to finish.
+        #[arg(long, value_name = "SECS", default_value_t = provisioner::smoke::DEFAULT_TIMEOUT_SECS)]
+        timeout: u64,
+        /// Test pod image (needs busybox's nslookup).
+        #[arg(long, default_value = provisioner::smoke::DEFAULT_IMAGE)]
+        image: String,
+    },
 }
 
 fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
@@ -95,6 +110,37 @@ fn load_spec(path: &PathBuf) -> anyhow::Result<ClusterSpec> {
 enum Failure {
     User(anyhow::Error),
     Unexpected(anyhow::Error),
+    /// smoke-test could not start (no kubeconfig, bad spec): exit 2.
+    Setup(anyhow::Error),
+}
+
+/// `smoke-test`: reads only the spec (no SSH keys made, no AWS client) and
+/// the kubeconfig; a failed check is exit 1, a setup problem exit 2.
+async fn smoke_test(
+    spec: &std::path::Path,
+    kubeconfig: Option<PathBuf>,
+    timeout: u64,
+    image: String,
+) -> Result<(), Failure> {
+    use provisioner::smoke::{self, SmokeError};
+    let spec = std::fs::read_to_string(spec)
+        .map_err(|e| anyhow::anyhow!("cannot read the cluster spec {}: {e}", spec.display()))
+        .and_then(|t| Ok(ClusterSpec::parse(&t)?))
+        .map_err(Failure::Setup)?;
+    let kubeconfig = match kubeconfig {
+        Some(k) => k,
+        None => smoke::default_kubeconfig(&spec.name).map_err(Failure::Setup)?,
+    };
+    let o = smoke::SmokeOptions {
+        kubeconfig,
+        timeout: std::time::Duration::from_secs(timeout),
+        image,
+    };
+    match smoke::run(&spec, &o).await {
+        Ok(()) => Ok(()),
+        Err(SmokeError::Config(e)) => Err(Failure::Setup(e)),
+        Err(e @ SmokeError::Check { .. }) => Err(Failure::User(e.into())),
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -115,6 +161,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Destroy {
             local: Some(dir), ..
         } => return provisioner::local::destroy(dir).map_err(Failure::User),
+        Command::SmokeTest {
+            kubeconfig,
+            timeout,
+            image,
+        } => return smoke_test(&cli.spec, kubeconfig.clone(), *timeout, image.clone()).await,
         _ => {}
     }
     let spec = load_spec(&cli.spec).map_err(Failure::User)?;
@@ -229,7 +280,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Kubeconfig { .. } => {} // handled before the AWS clients are made
+        // handled before the AWS clients are made
+        Command::Kubeconfig { .. } | Command::SmokeTest { .. } => {}
         Command::Unlock => match p.unlock().await.map_err(unexpected)? {
             Some(h) => println!("removed the lock held by {h}"),
             None => println!("the cluster was not locked"),
@@ -260,7 +312,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-        Err(Failure::Unexpected(e)) => {
+        Err(Failure::Unexpected(e) | Failure::Setup(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }

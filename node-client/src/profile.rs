@@ -214,6 +214,12 @@ impl Profile {
         self.certs.iter().filter(|c| c.node_role == role).collect()
     }
 
+    /// Every `[[node_certs]]` entry (the provisioner checks their reload
+    /// commands name units the role runs).
+    pub fn node_certs(&self) -> &[NodeCert] {
+        &self.certs
+    }
+
     /// Every file node-client writes for `role` (certificates, keys, CA
     /// bundles, kubeconfigs, public-key bundles), sorted. The provisioner's
     /// units may name only these.

@@ -775,9 +775,22 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
                 tcp(2380, Source::Group(sg_key(Role::Etcd))),
             ],
             Role::Controller => {
+                let udp = |port: i32, source: Source| Rule {
+                    protocol: "udp".into(),
+                    from: port,
+                    to: port,
+                    source,
+                };
                 let mut r = vec![
                     tcp(6443, Source::Cidr(vpc.clone())),
+                    // The kubelet API: the apiserver and metrics-server (which
+                    // runs on workers) scrape every kubelet.
                     tcp(10250, Source::Group(sg_key(Role::Controller))),
+                    tcp(10250, Source::Group(sg_key(Role::Worker))),
+                    // flannel's VXLAN: the pod network reaches the DaemonSet
+                    // pods on controllers, and the apiserver reaches pods.
+                    udp(8472, Source::Group(sg_key(Role::Controller))),
+                    udp(8472, Source::Group(sg_key(Role::Worker))),
                 ];
                 r.extend(
                     spec.api_cidrs

@@ -205,6 +205,21 @@ fn update_strategy_per_role() {
             .any(|(n, _)| *n == "update-operator")
     );
 
+    // The agent runs only on the coordinated roles' nodes.
+    let agent = |s: &ClusterSpec| {
+        addons::objects(s)
+            .into_iter()
+            .find(|(_, o)| o.name == "flatcar-linux-update-agent" && o.kind == "DaemonSet")
+            .map(|(_, o)| o.text)
+    };
+    assert!(
+        agent(&d)
+            .unwrap()
+            .contains(r#"values: ["controller","worker"]"#)
+    );
+    let w = spec("[updates]\ncontroller = \"off\"\n");
+    assert!(agent(&w).unwrap().contains(r#"values: ["worker"]"#));
+
     let s = spec("[updates]\ncontroller = \"off\"\nworker = \"reboot\"\netcd = \"disabled\"\n");
     assert!(
         !addons::manifests(&s)
@@ -279,4 +294,114 @@ fn ssh_is_off_by_default_and_per_role_keys_stay_local() {
             }
         }
     }
+}
+
+#[test]
+fn every_reload_command_names_a_unit_the_role_runs() {
+    let spec = spec("");
+    let profile = node_client::profile::Profile::embedded().unwrap();
+    let mut checked = 0;
+    for role in [Role::Etcd, Role::Controller, Role::Worker] {
+        let units: Vec<String> = ignition::config(&spec, role)
+            .systemd
+            .units
+            .into_iter()
+            .filter(|u| u.contents.is_some())
+            .map(|u| u.name)
+            .collect();
+        for c in profile
+            .node_certs()
+            .iter()
+            .filter(|c| c.node_role == role.name())
+        {
+            let Some(reload) = &c.reload else { continue };
+            let words: Vec<&str> = reload.split_whitespace().collect();
+            assert_eq!(words[..2], ["systemctl", "try-restart"], "{reload}");
+            for unit in &words[2..] {
+                assert!(
+                    units.iter().any(|u| u == unit),
+                    "{role}: {}'s reload restarts {unit}, which the role does not run",
+                    c.cert
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 5, "only {checked} reload targets seen");
+}
+
+/// The static-pod renderer run for real (paths under a temporary root): a
+/// reload restarts the pod (new manifest text), the etcd timer rewrites it only
+/// when the member list changed.
+#[test]
+fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
+    use provisioner::node::static_pods;
+    let spec = spec("");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let write = |path: &str, text: &str| {
+        let p = r.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        static_pods::SCRIPT,
+        &file_text(&spec, Role::Controller, static_pods::SCRIPT).unwrap(),
+    );
+    let tpl = format!("{}/kube-apiserver.json", static_pods::TEMPLATES);
+    write(&tpl, &file_text(&spec, Role::Controller, &tpl).unwrap());
+    let servers = "/run/kube-aws-pki/etcd-servers.env";
+    write(
+        servers,
+        "ETCD_SERVERS=https://10.240.2.5:2379,https://10.240.2.21:2379\n",
+    );
+    let run = |restart: bool| {
+        let mut c = Command::new("sh");
+        c.arg(r.join(static_pods::SCRIPT.trim_start_matches('/')))
+            .arg("kube-apiserver")
+            .env("KUBE_AWS_PKI_ROOT", r);
+        if restart {
+            c.arg("--restart");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(r.join("etc/kubernetes/manifests/kube-apiserver.json"))
+            .unwrap();
+        let pod: serde_json::Value = serde_json::from_str(&text).expect("the manifest is JSON");
+        let args = pod["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let etcd = args
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--etcd-servers="))
+            .next()
+            .unwrap()
+            .to_string();
+        let stamp = pod["metadata"]["annotations"][static_pods::RESTART_ANNOTATION]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (text, etcd, stamp)
+    };
+    let (first, etcd, stamp) = run(true);
+    assert_eq!(etcd, "https://10.240.2.5:2379,https://10.240.2.21:2379");
+    assert!(!stamp.is_empty() && !stamp.contains('@'), "{stamp}");
+    // The timer with nothing changed: the very same manifest.
+    let (again, _, _) = run(false);
+    assert_eq!(again, first);
+    // A reload (systemctl try-restart): a new stamp, so the kubelet recreates the pod.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (restarted, etcd2, stamp2) = run(true);
+    assert_ne!(restarted, first);
+    assert_eq!(etcd2, etcd);
+    assert_ne!(stamp2, stamp);
+    // A replaced etcd member: the new list, same stamp.
+    write(
+        servers,
+        "ETCD_SERVERS=https://10.240.2.5:2379,https://10.240.2.40:2379\n",
+    );
+    let (_, etcd3, stamp3) = run(false);
+    assert_eq!(etcd3, "https://10.240.2.5:2379,https://10.240.2.40:2379");
+    assert_eq!(stamp3, stamp2);
 }

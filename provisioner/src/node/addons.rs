@@ -155,6 +155,18 @@ pub fn vars(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
         ("flannel_cni_plugin_version", p.flannel_cni_plugin.clone()),
         ("metrics_server_version", p.metrics_server.clone()),
         ("fluo_version", p.update_operator.clone()),
+        (
+            "coordinated_roles",
+            serde_json::to_string(
+                &spec
+                    .updates
+                    .iter()
+                    .filter(|(_, s)| **s == UpdateStrategy::Coordinated)
+                    .map(|(r, _)| r.name())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
+        ),
     ]
 }
 

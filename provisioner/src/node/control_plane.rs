@@ -2,19 +2,18 @@
 //! static pods of the controller's own kubelet, each on its own node-client
 //! credentials.
 //!
-//! The apiserver's etcd servers change as etcd members are replaced, so its
-//! manifest is written at boot, and again every five minutes, from a template
-//! and the etcd group's current members (`node-client
-//! etcd-endpoints`); the kubelet restarts the pod only when the list changed.
+//! Each pod has a unit (`static_pods.rs`) so that node-client's reloads
+//! restart it. The apiserver's etcd servers change as etcd members are
+//! replaced: `etcd-servers.service` (at boot, then every five minutes) asks
+//! the etcd group (`node-client etcd-endpoints`) and rewrites the manifest,
+//! which restarts the pod only when the list changed.
 
-use super::{MANIFESTS, Parts, exec, json_text, l, unit_text};
+use super::{Parts, exec, json_text, l, static_pods, unit_text};
 use crate::certs;
 use crate::ignition::{File, Unit};
 use crate::spec::ClusterSpec;
 use serde_json::{Value, json};
 
-/// The apiserver manifest template (`@ETCD_SERVERS@` filled in at boot).
-pub const APISERVER_TEMPLATE: &str = "/etc/kubernetes/kube-apiserver.json.in";
 /// The audit policy.
 pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.json";
 /// The audit log folder.
@@ -231,95 +230,71 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
         10259,
         vec![],
     );
-    let manifest = format!("{MANIFESTS}/kube-apiserver.json");
+    let mut files = vec![File::text(AUDIT_POLICY, 0o644, &json_text(&audit_policy()))];
+    let mut units = Vec::new();
+    for (name, pod, extra) in [
+        (
+            "kube-apiserver",
+            apiserver_pod(spec),
+            vec![
+                l("Requires=etcd-servers.service"),
+                l("After=etcd-servers.service"),
+            ],
+        ),
+        ("kube-controller-manager", cm, vec![]),
+        ("kube-scheduler", sched, vec![]),
+    ] {
+        let (f, u) = static_pods::pod(name, pod, extra);
+        files.push(f);
+        units.push(u);
+    }
+    units.push(Unit::static_unit(
+        "etcd-servers.service",
+        unit_text(&[
+            (
+                "Unit",
+                vec![
+                    l("Description=the etcd members' client URLs, from the etcd auto scaling group"),
+                    l("Wants=network-online.target"),
+                    l("After=network-online.target"),
+                ],
+            ),
+            (
+                "Service",
+                vec![
+                    l("Type=oneshot"),
+                    format!("EnvironmentFile={}", node_client::units::ENV_FILE),
+                    exec(
+                        node_client::units::BINARY_PATH,
+                        &[
+                            l("etcd-endpoints"),
+                            format!("--asg {}-etcd", spec.name),
+                            format!("--out {ETCD_SERVERS_ENV}"),
+                        ],
+                    ),
+                    // A changed member list rewrites the manifest (no new stamp).
+                    format!("ExecStartPost={} kube-apiserver", static_pods::SCRIPT),
+                ],
+            ),
+        ]),
+    ));
+    units.push(Unit::new(
+        "etcd-servers.timer",
+        unit_text(&[
+            (
+                "Unit",
+                vec![l("Description=follow etcd member replacements")],
+            ),
+            (
+                "Timer",
+                vec![l("OnBootSec=5min"), l("OnUnitActiveSec=5min")],
+            ),
+            ("Install", vec![l("WantedBy=timers.target")]),
+        ]),
+    ));
     Parts {
-        files: vec![
-            File::text(APISERVER_TEMPLATE, 0o644, &json_text(&apiserver_pod(spec))),
-            File::text(AUDIT_POLICY, 0o644, &json_text(&audit_policy())),
-            File::text(
-                &format!("{MANIFESTS}/kube-controller-manager.json"),
-                0o644,
-                &json_text(&cm),
-            ),
-            File::text(
-                &format!("{MANIFESTS}/kube-scheduler.json"),
-                0o644,
-                &json_text(&sched),
-            ),
-        ],
+        files,
         filesystems: vec![],
-        units: vec![
-            Unit::static_unit(
-                "etcd-servers.service",
-                unit_text(&[
-                    (
-                        "Unit",
-                        vec![
-                            l(
-                                "Description=the etcd members' client URLs, from the etcd auto scaling group",
-                            ),
-                            l("Requires=node-client-fetch.service"),
-                            l("After=node-client-fetch.service"),
-                        ],
-                    ),
-                    (
-                        "Service",
-                        vec![
-                            l("Type=oneshot"),
-                            format!("EnvironmentFile={}", node_client::units::ENV_FILE),
-                            exec(
-                                node_client::units::BINARY_PATH,
-                                &[
-                                    l("etcd-endpoints"),
-                                    format!("--asg {}-etcd", spec.name),
-                                    format!("--out {ETCD_SERVERS_ENV}"),
-                                ],
-                            ),
-                        ],
-                    ),
-                ]),
-            ),
-            Unit::new(
-                "kube-apiserver-manifest.service",
-                unit_text(&[
-                    (
-                        "Unit",
-                        vec![
-                            l(
-                                "Description=write the kube-apiserver static pod with the current etcd members",
-                            ),
-                            l("Requires=etcd-servers.service"),
-                            l("After=etcd-servers.service"),
-                        ],
-                    ),
-                    (
-                        "Service",
-                        vec![
-                            l("Type=oneshot"),
-                            format!("EnvironmentFile={ETCD_SERVERS_ENV}"),
-                            format!("ExecStartPre=/usr/bin/mkdir -p {MANIFESTS}"),
-                            format!(
-                                "ExecStart=/bin/sh -c 'sed \"s|{ETCD_SERVERS_MARK}|$ETCD_SERVERS|\" {APISERVER_TEMPLATE} > {manifest}.new && if cmp -s {manifest}.new {manifest}; then rm {manifest}.new; else mv {manifest}.new {manifest}; fi'"
-                            ),
-                        ],
-                    ),
-                    ("Install", vec![l("WantedBy=multi-user.target")]),
-                ]),
-            ),
-            Unit::new(
-                "kube-apiserver-manifest.timer",
-                unit_text(&[
-                    (
-                        "Unit",
-                        vec![l("Description=follow etcd member replacements")],
-                    ),
-                    (
-                        "Timer",
-                        vec![l("OnBootSec=5min"), l("OnUnitActiveSec=5min")],
-                    ),
-                    ("Install", vec![l("WantedBy=timers.target")]),
-                ]),
-            ),
-        ],
+        units,
     }
 }

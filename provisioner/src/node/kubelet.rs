@@ -6,7 +6,7 @@
 //! `kubelet.crt`, and does not rotate certificates itself: node-client renews
 //! them and restarts it.
 
-use super::{DOWNLOADS, MANIFESTS, NODE_ENV, Parts, exec, json_text, l, unit_text};
+use super::{DOWNLOADS, MANIFESTS, NODE_ENV, Parts, exec, json_text, l, static_pods, unit_text};
 use crate::certs;
 use crate::ignition::{File, Unit};
 use crate::spec::{ClusterSpec, Role};
@@ -139,11 +139,7 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
             0o644,
             &json_text(&kube_proxy_config(spec)),
         ),
-        File::text(
-            &format!("{MANIFESTS}/kube-proxy.json"),
-            0o644,
-            &json_text(&kube_proxy_pod(spec)),
-        ),
+        static_pods::script_file(),
         // Bridged traffic through iptables, forwarding on (kube-proxy, CNI).
         File::text(
             "/etc/sysctl.d/80-kubernetes.conf",
@@ -159,10 +155,13 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
     if role == Role::Controller {
         files.push(File::download("/opt/bin/kubectl", 0o755, &pins.kubectl));
     }
+    let (proxy_template, proxy_unit) = static_pods::pod("kube-proxy", kube_proxy_pod(spec), vec![]);
+    files.push(proxy_template);
     Parts {
         files,
         filesystems: vec![],
         units: vec![
+            proxy_unit,
             Unit::dropin(
                 "containerd.service",
                 "10-kube-aws-pki.conf",

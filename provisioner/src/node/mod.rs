@@ -8,6 +8,7 @@
 //! - `kubelet.rs`: containerd, the CNI plugins, the kubelet and its
 //!   KubeletConfiguration, kube-proxy (controllers and workers).
 //! - `addons.rs`: the RBAC bindings and add-on manifests the controllers apply.
+//! - `static_pods.rs`: each static pod's template and unit (so reloads restart it).
 //! - `updates.rs`: Flatcar's update strategy per role; SSH access.
 //!
 //! Every certificate path comes from `certs.rs` (node-client's own list) and
@@ -19,6 +20,7 @@ pub mod addons;
 pub mod control_plane;
 pub mod etcd;
 pub mod kubelet;
+pub mod static_pods;
 pub mod updates;
 
 use crate::ignition::{File, Filesystem, Unit};

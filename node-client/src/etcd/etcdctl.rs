@@ -143,6 +143,14 @@ impl Etcdctl {
         })
     }
 
+    /// Whether `endpoint` runs etcd at all: `endpoint status` is answered by
+    /// the member itself, without quorum.
+    pub async fn alive(&self, endpoint: &str) -> bool {
+        self.run(endpoint, &["endpoint", "status", "-w", "json"])
+            .await
+            .is_ok()
+    }
+
     /// `member remove <hex id>`.
     pub async fn member_remove(&self, endpoint: &str, id: u64) -> Result<(), EtcdctlError> {
         self.run(endpoint, &["member", "remove", &format!("{id:x}")])

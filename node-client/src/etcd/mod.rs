@@ -165,24 +165,40 @@ impl From<DiscoverError> for JoinError {
     }
 }
 
-/// Ask each other peer (by name) for the member list; the first answer.
-async fn ask(
-    ctl: &Etcdctl,
-    me: &Peer,
-    peers: &[Peer],
-) -> Result<Option<(String, Vec<Member>)>, JoinError> {
+/// What the other peers said.
+struct Answer {
+    /// The first member list, and the endpoint that gave it.
+    list: Option<(String, Vec<Member>)>,
+    /// A peer runs etcd but gave no member list (no quorum).
+    live_peer: bool,
+}
+
+/// Ask each other peer (by name) for the member list; the first answer. A peer
+/// that gives none is asked whether it runs etcd at all.
+async fn ask(ctl: &Etcdctl, me: &Peer, peers: &[Peer]) -> Result<Answer, JoinError> {
+    let mut live_peer = false;
     for p in peers.iter().filter(|p| p.ip != me.ip) {
         let endpoint = p.client_url();
         match ctl.member_list(&endpoint).await {
             Ok(m) => {
                 tracing::info!(peer = %p.name, %endpoint, members = m.len(), "etcd answered");
-                return Ok(Some((endpoint, m)));
+                return Ok(Answer {
+                    list: Some((endpoint, m)),
+                    live_peer: true,
+                });
             }
             Err(e @ EtcdctlError::Spawn { .. }) => return Err(JoinError::Config(e.to_string())),
-            Err(e) => tracing::info!(peer = %p.name, error = %e, "no answer"),
+            Err(e) => {
+                let alive = ctl.alive(&endpoint).await;
+                tracing::info!(peer = %p.name, error = %e, runs_etcd = alive, "no member list");
+                live_peer |= alive;
+            }
         }
     }
-    Ok(None)
+    Ok(Answer {
+        list: None,
+        live_peer,
+    })
 }
 
 /// Discovery, once.
@@ -304,7 +320,8 @@ async fn round(o: &Options, aws: Option<&Aws>) -> Result<Decision, JoinError> {
             )));
         }
     }
-    let answer = ask(&o.etcdctl, &o.me, &d.peers).await?;
+    let asked = ask(&o.etcdctl, &o.me, &d.peers).await?;
+    let answer = asked.list;
     let has_data = has_member_data(&o.data_dir);
     let situation = Situation {
         me: &o.me,
@@ -312,6 +329,7 @@ async fn round(o: &Options, aws: Option<&Aws>) -> Result<Decision, JoinError> {
         expected: d.expected,
         members: answer.as_ref().map(|(_, m)| m.as_slice()),
         has_data,
+        live_peer: asked.live_peer,
     };
     let decision = plan::decide(&situation, &o.token);
     tracing::debug!(

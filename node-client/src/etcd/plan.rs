@@ -110,6 +110,9 @@ pub struct Situation<'a> {
     pub members: Option<&'a [Member]>,
     /// Whether `<data-dir>/member` holds data from an earlier start.
     pub has_data: bool,
+    /// A peer runs etcd (its own status answers) but no member list came
+    /// back: a cluster exists and has lost quorum.
+    pub live_peer: bool,
 }
 
 /// A change to make before deciding again.
@@ -204,6 +207,15 @@ pub fn decide(s: &Situation<'_>, token: &str) -> Decision {
                 peer_list(s.peers),
             ));
         }
+        if s.live_peer {
+            // Never bootstrap beside a cluster that exists: with quorum lost,
+            // a new cluster of the fresh members would win over the data.
+            return Decision::Wait(
+                "a peer runs etcd but the cluster has no quorum: not bootstrapping a new one \
+                 (restore from a snapshot: docs/cluster.md)"
+                    .into(),
+            );
+        }
         if s.peers.len() < s.expected {
             return Decision::Wait(format!(
                 "no etcd member answered and discovery found {} of {} peers",
@@ -295,6 +307,7 @@ mod tests {
             expected: 3,
             members,
             has_data,
+            live_peer: false,
         };
         assert_eq!(decide(&s, "tok"), want);
     }
@@ -466,6 +479,27 @@ mod tests {
     }
 
     #[test]
+    fn a_live_peer_without_quorum_stops_a_bootstrap_but_not_a_restart() {
+        let peers = three();
+        let s = |has_data| Situation {
+            me: &peers[1],
+            peers: &peers,
+            expected: 3,
+            members: None,
+            has_data,
+            live_peer: true,
+        };
+        assert!(matches!(decide(&s(false), "kc"), Decision::Wait(w) if w.contains("no quorum")));
+        assert!(matches!(
+            decide(&s(true), "kc"),
+            Decision::Start(Settings {
+                state: ClusterState::Existing,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn settings_render_as_etcd_environment() {
         let peers = three();
         let Decision::Start(s) = decide(
@@ -475,6 +509,7 @@ mod tests {
                 expected: 3,
                 members: None,
                 has_data: false,
+                live_peer: false,
             },
             "kc",
         ) else {

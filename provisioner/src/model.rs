@@ -942,7 +942,7 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
             lb: "lb/pki".into(),
         },
     );
-    // API: public NLB on 6443.
+    // API: public NLB on 6443 (operators, from `api_cidrs`).
     add(
         "tg/api".into(),
         Kind::TargetGroup,
@@ -976,6 +976,42 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
             port: 6443,
         },
     );
+    // API inside the VPC: an internal NLB for the private record, so nodes
+    // (kubelets, kube-proxy, node-client's kubeconfigs) reach the API without
+    // leaving the VPC and whatever `api_cidrs` says.
+    add(
+        "tg/api-internal".into(),
+        Kind::TargetGroup,
+        Group::Controller,
+        "controller",
+        Desired::TargetGroup {
+            name: format!("{n}-api-int"),
+            port: 6443,
+            health_path: None,
+        },
+    );
+    add(
+        "lb/api-internal".into(),
+        Kind::LoadBalancer,
+        Group::Controller,
+        "controller",
+        Desired::LoadBalancer {
+            name: format!("{n}-api-int"),
+            internal: true,
+            subnets: subnets_of("lb"),
+        },
+    );
+    add(
+        "listener/api-internal".into(),
+        Kind::Listener,
+        Group::Controller,
+        "controller",
+        Desired::Listener {
+            lb: "lb/api-internal".into(),
+            tg: "tg/api-internal".into(),
+            port: 6443,
+        },
+    );
     add(
         "record/api".into(),
         Kind::Record,
@@ -983,7 +1019,7 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         "dns",
         Desired::Record {
             name: ignition::api_dns(spec),
-            lb: "lb/api".into(),
+            lb: "lb/api-internal".into(),
         },
     );
     for role in Role::ALL {
@@ -1011,7 +1047,7 @@ pub fn desired(spec: &ClusterSpec, env: &Env) -> Result<Vec<Resource>, String> {
         );
         let target_groups = match role {
             Role::PkiServer => vec!["tg/pki".to_string()],
-            Role::Controller => vec!["tg/api".to_string()],
+            Role::Controller => vec!["tg/api".to_string(), "tg/api-internal".to_string()],
             _ => vec![],
         };
         add(

@@ -383,12 +383,15 @@ async fn check_everything_applied(p: &Provisioner) {
         assert!(g.tags().iter().any(|t| t.key() == Some(OWNER)
             && t.value() == Some("owned")
             && t.propagate_at_launch() == Some(true)));
+        // pki-server behind its internal NLB; controllers behind the public
+        // API NLB and the internal one the private `api.` record names.
         let tgs = g.target_group_arns().len();
-        assert_eq!(
-            tgs,
-            usize::from(matches!(role, Role::PkiServer | Role::Controller)),
-            "{name}"
-        );
+        let want = match role {
+            Role::PkiServer => 1,
+            Role::Controller => 2,
+            _ => 0,
+        };
+        assert_eq!(tgs, want, "{name}");
     }
     // Buckets: versioning, encryption, public access blocked.
     for b in [
@@ -525,6 +528,27 @@ async fn check_everything_applied(p: &Provisioner) {
     assert_eq!(
         names,
         BTreeSet::from(["api.demo.cluster.internal.", "pki.demo.cluster.internal."])
+    );
+    // The private API name is the internal NLB: nodes never leave the VPC.
+    let lbs = p.aws.elb.describe_load_balancers().send().await.unwrap();
+    let internal_api = lbs
+        .load_balancers()
+        .iter()
+        .find(|l| l.load_balancer_name() == Some("demo-api-int"))
+        .expect("internal API load balancer");
+    assert_eq!(internal_api.scheme().map(|s| s.as_str()), Some("internal"));
+    let api = sets
+        .resource_record_sets()
+        .iter()
+        .find(|s| s.name() == "api.demo.cluster.internal.")
+        .unwrap();
+    assert_eq!(
+        api.alias_target()
+            .unwrap()
+            .dns_name()
+            .trim_end_matches('.')
+            .to_ascii_lowercase(),
+        internal_api.dns_name().unwrap().to_ascii_lowercase()
     );
     // The config bucket holds what nodes install at first boot: the binaries
     // and the profile, each with the SHA-256 plan compares.

@@ -542,9 +542,13 @@ pub fn render(spec: &ClusterSpec, role: Role) -> String {
     serde_json::to_string(&config(spec, role)).unwrap_or_default()
 }
 
-/// The config bucket key of a role's full Ignition config.
-pub fn config_key(role: Role) -> String {
-    format!("ignition/{}.json", role.name())
+/// The config bucket key of a role's full Ignition config, named by its
+/// content: a new config is a new object, so instances of an older launch
+/// template version (or an apply cut off before the launch templates) still
+/// find the config their user data pins.
+pub fn config_key(spec: &ClusterSpec, role: Role) -> String {
+    let sha = crate::sha256_hex(render(spec, role).as_bytes());
+    format!("ignition/{}-{}.json", role.name(), &sha[..16])
 }
 
 /// The user data of `role`: a pointer to the full config in the config
@@ -559,7 +563,7 @@ pub fn user_data(spec: &ClusterSpec, role: Role) -> String {
             version: VERSION.into(),
             config: Some(ConfigRef {
                 replace: Contents::verified(
-                    format!("s3://{config_bucket}/{}", config_key(role)),
+                    format!("s3://{config_bucket}/{}", config_key(spec, role)),
                     &crate::sha256_hex(full.as_bytes()),
                 ),
             }),
@@ -707,7 +711,7 @@ mod tests {
             let replace = &ud["ignition"]["config"]["replace"];
             assert_eq!(
                 replace["source"],
-                format!("s3://{}/{}", buckets(&spec).1, config_key(role))
+                format!("s3://{}/{}", buckets(&spec).1, config_key(&spec, role))
             );
             assert_eq!(
                 replace["verification"]["hash"],

@@ -90,7 +90,7 @@ pub fn artifacts(spec: &ClusterSpec) -> anyhow::Result<Vec<model::Artifact>> {
     text.extend(
         spec::Role::ALL
             .iter()
-            .map(|r| (ignition::config_key(*r), ignition::render(spec, *r))),
+            .map(|r| (ignition::config_key(spec, *r), ignition::render(spec, *r))),
     );
     for (key, t) in text {
         out.push(model::Artifact {

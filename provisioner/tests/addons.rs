@@ -350,6 +350,20 @@ fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
     );
     let tpl = format!("{}/kube-apiserver.json", static_pods::TEMPLATES);
     write(&tpl, &file_text(&spec, Role::Controller, &tpl).unwrap());
+    // No etcd servers known yet: refuse, write nothing.
+    let o = Command::new("sh")
+        .arg(r.join(static_pods::SCRIPT.trim_start_matches('/')))
+        .args(["kube-apiserver", "--restart"])
+        .env("KUBE_AWS_PKI_ROOT", r)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let manifests = r.join("etc/kubernetes/manifests");
+    assert_eq!(
+        std::fs::read_dir(&manifests).unwrap().count(),
+        0,
+        "nothing written"
+    );
     let servers = "/run/kube-aws-pki/etcd-servers.env";
     write(
         servers,
@@ -404,4 +418,10 @@ fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
     let (_, etcd3, stamp3) = run(false);
     assert_eq!(etcd3, "https://10.240.2.5:2379,https://10.240.2.40:2379");
     assert_eq!(stamp3, stamp2);
+    // Only the manifest: no temporary file left for the kubelet to read.
+    let names: Vec<String> = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["kube-apiserver.json"]);
 }

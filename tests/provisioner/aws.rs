@@ -294,7 +294,11 @@ async fn check_everything_applied(p: &Provisioner) {
         // The user data points at the role's full config in the config
         // bucket, pinned by its SHA-256: fetch it as Ignition would.
         let replace = &ign["ignition"]["config"]["replace"];
-        let key = format!("ignition/{}.json", role.name());
+        let key = provisioner::ignition::config_key(&p.spec, role);
+        assert!(
+            key.starts_with(&format!("ignition/{}-", role.name())),
+            "{key}"
+        );
         assert_eq!(
             replace["source"],
             format!("s3://kube-aws-pki-demo-config/{key}"),

@@ -246,7 +246,14 @@ pub fn decide(s: &Situation<'_>, token: &str) -> Decision {
     if s.has_data && !member.is_some_and(Member::started) {
         steps.push(Step::MoveDataAside);
     }
-    if member.is_none() {
+    // A started member of our name and address but no data: a new machine
+    // (or a wiped disk) in a dead member's place. It must not take that
+    // member's identity without its log: remove it and add us anew.
+    let lost_its_data = !s.has_data && member.is_some_and(Member::started);
+    if let Some(m) = member.filter(|_| lost_its_data) {
+        steps.push(Step::Remove(m.clone()));
+    }
+    if member.is_none() || lost_its_data {
         steps.push(Step::AddSelf);
     }
     if !steps.is_empty() {
@@ -476,6 +483,29 @@ mod tests {
             member(3, "", "10.0.0.3"),
         ];
         check(me, &peers, Some(&members), false, want);
+    }
+
+    #[test]
+    fn a_started_member_without_data_is_removed_and_added_anew() {
+        let peers = three();
+        let members = vec![
+            member(1, "a", "10.0.0.1"),
+            member(2, "b", "10.0.0.2"),
+            member(3, "c", "10.0.0.3"),
+        ];
+        let me = &peers[1];
+        let mine = members
+            .iter()
+            .find(|m| m.has_ip(me.ip))
+            .cloned()
+            .expect("member");
+        check(
+            me,
+            &peers,
+            Some(&members),
+            false,
+            Decision::Change(vec![Step::Remove(mine), Step::AddSelf]),
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! every controller at boot, once the local apiserver is ready.
 //!
 //! Identity: controllers hold no admin certificate (the profile keeps
-//! `admin` for operators and `super-admin` for break-glass). The apply
+//! `admin` for operators and issues no `system:masters` certificate at all). The apply
 //! authenticates with the controller's front-proxy client certificate, which
 //! kube-apiserver trusts to assert a user and groups (`--requestheader-*`),
 //! as `kube-aws-pki:addons` in `system:masters`: a power the controller
@@ -259,7 +259,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                         l(
                             "Description=apply the cluster's RBAC bindings and add-ons (server-side apply)",
                         ),
-                        l("Requires=kubelet.service"),
+                        // Wants: a kubelet restart (every renewal) must not
+                        // re-run the apply.
+                        l("Wants=kubelet.service"),
                         l("After=kubelet.service"),
                     ],
                 ),

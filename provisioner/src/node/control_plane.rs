@@ -237,7 +237,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
             "kube-apiserver",
             apiserver_pod(spec),
             vec![
-                l("Requires=etcd-servers.service"),
+                // Wants, not Requires: a reload (try-restart) must not
+                // depend on AWS; the script refuses to write without servers.
+                l("Wants=etcd-servers.service"),
                 l("After=etcd-servers.service"),
             ],
         ),
@@ -274,6 +276,8 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                     ),
                     // A changed member list rewrites the manifest (no new stamp).
                     format!("ExecStartPost={} kube-apiserver", static_pods::SCRIPT),
+                    l("Restart=on-failure"),
+                    l("RestartSec=30"),
                 ],
             ),
         ]),
@@ -287,7 +291,13 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
             ),
             (
                 "Timer",
-                vec![l("OnBootSec=5min"), l("OnUnitActiveSec=5min")],
+                // Spread the controllers: one member change must not
+                // restart every apiserver at once.
+                vec![
+                    l("OnBootSec=5min"),
+                    l("OnUnitActiveSec=5min"),
+                    l("RandomizedDelaySec=2min"),
+                ],
             ),
             ("Install", vec![l("WantedBy=timers.target")]),
         ]),

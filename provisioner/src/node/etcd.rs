@@ -179,6 +179,9 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
                                     format!("--out {MEMBERSHIP_ENV}"),
                                 ],
                             ),
+                            // A wait that ran out (AWS, slow peers) is tried again.
+                            l("Restart=on-failure"),
+                            l("RestartSec=30"),
                         ],
                     ),
                 ]),

@@ -47,11 +47,19 @@ ETCD_SERVERS=
 if [ -r "$root{servers}" ]; then
   . "$root{servers}"
 fi
-sed -e "s|@ETCD_SERVERS@|$ETCD_SERVERS|" -e "s|{RESTART_MARK}|$(cat "$stamp")|" "$in" > "$out.new"
-if cmp -s "$out.new" "$out"; then
-  rm -f "$out.new"
+if [ -z "$ETCD_SERVERS" ] && grep -q @ETCD_SERVERS@ "$in"; then
+  echo "static-pod $name: no etcd servers known yet ({servers})" >&2
+  exit 1
+fi
+# A dot file: the kubelet ignores it until the rename.
+tmp="$(mktemp "$root{MANIFESTS}/.$name.XXXXXX")"
+trap 'rm -f "$tmp"' EXIT
+sed -e "s|@ETCD_SERVERS@|$ETCD_SERVERS|" -e "s|{RESTART_MARK}|$(cat "$stamp")|" "$in" > "$tmp"
+if cmp -s "$tmp" "$out"; then
+  :
 else
-  mv -f "$out.new" "$out"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$out"
   echo "wrote $out"
 fi
 "#,

@@ -158,6 +158,9 @@ pub async fn query(
         .join("&");
     let url = format!("{endpoint}/");
     let headers = sigv4(creds, service, &url, &body, &[]);
+    // reqwest is built without a provider: a test that reaches here first
+    // in its process must install ring itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut req = reqwest::Client::new().post(&url).body(body.clone());
     for (k, v) in &headers {
         if k != "host" {

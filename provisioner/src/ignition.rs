@@ -274,6 +274,25 @@ fn data_url(text: &str) -> String {
     out
 }
 
+/// The text of a `data:,` URL made by [`data_url`]; None for another URL
+/// or a malformed escape.
+pub fn data_text(source: &str) -> Option<String> {
+    let b = source.strip_prefix("data:,")?.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// DNS name of the pki-server record.
 pub fn pki_dns(spec: &ClusterSpec) -> String {
     format!("pki.{}", spec.private_zone)
@@ -322,28 +341,27 @@ fn profile_vars(spec: &ClusterSpec) -> String {
 /// The Ignition config of `role`.
 pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     let (pki_bucket, config_bucket, _) = buckets(spec);
-    let mut files = vec![File {
-        path: node_client::units::BINARY_PATH.into(),
-        mode: 0o755,
-        overwrite: true,
-        contents: Contents::url(format!("s3://{config_bucket}/bin/node-client")),
-    }];
+    let mut files = vec![File::s3(
+        node_client::units::BINARY_PATH,
+        0o755,
+        &config_bucket,
+        "bin/node-client",
+    )];
     if role != Role::PkiServer {
         // Settings shared by every node of the role; the per-instance ones
         // (node name, address) come from NODE_ENV, written at boot from the
         // instance metadata by node-client-node-env.service.
-        files.push(File {
-            path: node_client::units::ENV_FILE.into(),
-            mode: 0o644,
-            overwrite: true,
-            contents: Contents::url(data_url(&format!(
-                    "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\n",
-                    pki_dns(spec),
-                    role.name(),
-                    spec.name,
-                    aws_server_id(spec)
-                ))),
-        });
+        files.push(File::text(
+            node_client::units::ENV_FILE,
+            0o644,
+            &format!(
+                "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\n",
+                pki_dns(spec),
+                role.name(),
+                spec.name,
+                aws_server_id(spec)
+            ),
+        ));
     }
     let mut units = Vec::new();
     if role == Role::PkiServer {
@@ -354,19 +372,19 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                 .map(|(r, _)| format!("acl/{r}.hcl")),
         );
         for p in policies {
-            files.push(File {
-                path: format!("/etc/pki-server/policies/{p}"),
-                mode: 0o644,
-                overwrite: true,
-                contents: Contents::url(format!("s3://{config_bucket}/policies/{p}")),
-            });
+            files.push(File::s3(
+                &format!("/etc/pki-server/policies/{p}"),
+                0o644,
+                &config_bucket,
+                &format!("policies/{p}"),
+            ));
         }
-        files.push(File {
-            path: "/opt/bin/pki-server".into(),
-            mode: 0o755,
-            overwrite: true,
-            contents: Contents::url(format!("s3://{config_bucket}/bin/pki-server")),
-        });
+        files.push(File::s3(
+            "/opt/bin/pki-server",
+            0o755,
+            &config_bucket,
+            "bin/pki-server",
+        ));
         units.push(Unit::new(
             "pki-server.service",
             unit_text(&[
@@ -662,8 +680,9 @@ mod tests {
                 })
                 .collect();
             for f in &config.storage.files {
-                if let Some(enc) = f.contents.source.strip_prefix("data:,") {
-                    texts.push((f.path.clone(), percent_decode(enc)));
+                if f.contents.source.starts_with("data:,") {
+                    let text = data_text(&f.contents.source).expect("a valid data URL");
+                    texts.push((f.path.clone(), text));
                 }
             }
             let mut seen = 0;
@@ -683,23 +702,6 @@ mod tests {
                 assert!(seen > 3, "{role}: the check saw only {seen} paths");
             }
         }
-    }
-
-    fn percent_decode(enc: &str) -> String {
-        let b = enc.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() + 1 {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).expect("utf8");
-                out.push(u8::from_str_radix(h, 16).expect("hex"));
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).expect("utf8")
     }
 
     #[test]
@@ -727,5 +729,11 @@ mod tests {
     #[test]
     fn data_url_escapes_newlines_and_spaces() {
         assert_eq!(data_url("A=b c\n"), "data:,A=b%20c%0A");
+        assert_eq!(
+            data_text(&data_url("A=b c\n%")).as_deref(),
+            Some("A=b c\n%")
+        );
+        assert_eq!(data_text("data:,bad%4"), None);
+        assert_eq!(data_text("s3://bucket/key"), None);
     }
 }

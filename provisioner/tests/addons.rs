@@ -28,21 +28,10 @@ fn spec(extra: &str) -> ClusterSpec {
 fn file_text(spec: &ClusterSpec, role: Role, path: &str) -> Option<String> {
     let config = ignition::config(spec, role);
     let f = config.storage.files.iter().find(|f| f.path == path)?;
-    let enc = f.contents.source.strip_prefix("data:,")?;
-    let b = enc.as_bytes();
-    let (mut out, mut i) = (Vec::new(), 0);
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap(),
-            );
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(String::from_utf8(out).unwrap())
+    f.contents
+        .source
+        .starts_with("data:,")
+        .then(|| ignition::data_text(&f.contents.source).expect("a valid data: URL"))
 }
 
 #[test]

@@ -54,21 +54,9 @@ fn custom_spec() -> ClusterSpec {
 
 /// Undo `data:,` percent-encoding (the only data URLs the provisioner emits).
 fn data_text(source: &str) -> Option<String> {
-    let enc = source.strip_prefix("data:,")?;
-    let b = enc.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("utf8");
-            out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(String::from_utf8(out).expect("utf8 data"))
+    source
+        .starts_with("data:,")
+        .then(|| ignition::data_text(source).expect("a valid data: URL"))
 }
 
 /// A rendered config with the public SHA-256 pins (`verification.hash`) and

@@ -10,7 +10,7 @@
 //! [`MEMBERSHIP_ENV`], which etcd reads as its own environment; the unit's
 //! command line carries only what never changes: TLS files and listen URLs.
 
-use super::{DOWNLOADS, NODE_ENV, Parts, exec, l, unit_text};
+use super::{DOWNLOADS, NODE_ENV, Parts, exec, l, unit_text, unpack_unit};
 use crate::certs;
 use crate::ignition::{File, Filesystem, Unit};
 use crate::spec::ClusterSpec;
@@ -96,32 +96,16 @@ pub fn parts(spec: &ClusterSpec) -> Parts {
             wipe_filesystem: false,
         }],
         units: vec![
-            Unit::static_unit(
+            unpack_unit(
                 "etcd-install.service",
-                unit_text(&[
-                    (
-                        "Unit",
-                        vec![
-                            format!(
-                                "Description=unpack etcd v{} (verified by Ignition against its SHA-256)",
-                                pins.etcd
-                            ),
-                            format!("ConditionPathExists=!{BIN_DIR}/.v{}", pins.etcd),
-                        ],
-                    ),
-                    (
-                        "Service",
-                        vec![
-                            l("Type=oneshot"),
-                            l("RemainAfterExit=true"),
-                            format!("ExecStartPre=/usr/bin/mkdir -p {BIN_DIR}"),
-                            format!(
-                                "ExecStart=/usr/bin/tar -xzf {tarball} -C {BIN_DIR} --strip-components=1 --no-same-owner {top}/etcd {top}/etcdctl"
-                            ),
-                            format!("ExecStartPost=/usr/bin/touch {BIN_DIR}/.v{}", pins.etcd),
-                        ],
-                    ),
-                ]),
+                &format!(
+                    "unpack etcd v{} (verified by Ignition against its SHA-256)",
+                    pins.etcd
+                ),
+                &pins.etcd,
+                &tarball,
+                BIN_DIR,
+                &format!("--strip-components=1 --no-same-owner {top}/etcd {top}/etcdctl"),
             ),
             Unit::new(
                 "var-lib-etcd.mount",

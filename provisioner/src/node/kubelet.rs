@@ -6,7 +6,9 @@
 //! `kubelet.crt`, and does not rotate certificates itself: node-client renews
 //! them and restarts it.
 
-use super::{DOWNLOADS, MANIFESTS, NODE_ENV, Parts, exec, json_text, l, static_pods, unit_text};
+use super::{
+    DOWNLOADS, MANIFESTS, NODE_ENV, Parts, exec, json_text, l, static_pods, unit_text, unpack_unit,
+};
 use crate::certs;
 use crate::ignition::{File, Unit};
 use crate::spec::{ClusterSpec, Role};
@@ -170,35 +172,16 @@ pub fn parts(spec: &ClusterSpec, role: Role) -> Parts {
                     vec![format!("Environment=CONTAINERD_CONFIG={CONTAINERD_CONFIG}")],
                 )]),
             ),
-            Unit::static_unit(
+            unpack_unit(
                 "cni-plugins-install.service",
-                unit_text(&[
-                    (
-                        "Unit",
-                        vec![
-                            format!(
-                                "Description=unpack the CNI plugins v{} (verified by Ignition against their SHA-256)",
-                                pins.cni_plugins
-                            ),
-                            format!("ConditionPathExists=!{CNI_BIN}/.v{}", pins.cni_plugins),
-                        ],
-                    ),
-                    (
-                        "Service",
-                        vec![
-                            l("Type=oneshot"),
-                            l("RemainAfterExit=true"),
-                            format!("ExecStartPre=/usr/bin/mkdir -p {CNI_BIN}"),
-                            format!(
-                                "ExecStart=/usr/bin/tar -xzf {cni} -C {CNI_BIN} --no-same-owner"
-                            ),
-                            format!(
-                                "ExecStartPost=/usr/bin/touch {CNI_BIN}/.v{}",
-                                pins.cni_plugins
-                            ),
-                        ],
-                    ),
-                ]),
+                &format!(
+                    "unpack the CNI plugins v{} (verified by Ignition against their SHA-256)",
+                    pins.cni_plugins
+                ),
+                &pins.cni_plugins,
+                &cni,
+                CNI_BIN,
+                "--no-same-owner",
             ),
             Unit::new(
                 "kubelet.service",

@@ -99,6 +99,41 @@ pub fn exec(program: &str, args: &[String]) -> String {
     s
 }
 
+/// A oneshot that unpacks a release archive Ignition downloaded (and checked
+/// against its SHA-256) into `dir`, once per `version` (a `.v<version>` marker).
+/// `tar_args` follow `-C <dir>` (members, `--strip-components`).
+pub fn unpack_unit(
+    name: &str,
+    description: &str,
+    version: &str,
+    archive: &str,
+    dir: &str,
+    tar_args: &str,
+) -> Unit {
+    Unit::static_unit(
+        name,
+        unit_text(&[
+            (
+                "Unit",
+                vec![
+                    format!("Description={description}"),
+                    format!("ConditionPathExists=!{dir}/.v{version}"),
+                ],
+            ),
+            (
+                "Service",
+                vec![
+                    l("Type=oneshot"),
+                    l("RemainAfterExit=true"),
+                    format!("ExecStartPre=/usr/bin/mkdir -p {dir}"),
+                    format!("ExecStart=/usr/bin/tar -xzf {archive} -C {dir} {tar_args}"),
+                    format!("ExecStartPost=/usr/bin/touch {dir}/.v{version}"),
+                ],
+            ),
+        ]),
+    )
+}
+
 /// JSON text of a Kubernetes object or config (serde_json values always serialise).
 pub fn json_text(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"

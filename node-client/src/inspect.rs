@@ -113,9 +113,11 @@ pub fn cert_info_der(der: &[u8]) -> Option<CertInfo> {
         dns_names,
         ip_addresses,
         issuer: cn(c.issuer()),
+        // Vault's form (`big.Int.Bytes()`): DER's leading 0x00 sign octet dropped.
         serial: c
             .raw_serial()
             .iter()
+            .skip_while(|&&b| b == 0)
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":"),
@@ -152,11 +154,14 @@ mod tests {
         p.distinguished_name.push(rcgen::DnType::CommonName, "a");
         p.subject_alt_names
             .push(rcgen::SanType::IpAddress("127.0.0.9".parse().unwrap()));
+        // Top bit set: DER writes 00:cc:01, Vault's serial_number is cc:01.
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0xcc, 0x01]));
         let cert = p.self_signed(&key).unwrap();
         let info = cert_info(cert.pem().as_bytes()).unwrap();
         assert_eq!(info.common_name, "a");
         assert_eq!(info.dns_names, ["a.example"]);
         assert_eq!(info.ip_addresses, ["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(info.serial, "cc:01");
         assert!(key_matches(
             cert.pem().as_bytes(),
             key.serialize_pem().as_bytes()

@@ -164,6 +164,15 @@ struct Identity {
     /// Do not run reload commands.
     #[arg(long = "no-reload")]
     no_reload: bool,
+    /// Set a profile variable, `NAME=VALUE` (repeat, or comma-separated in
+    /// NODE_CLIENT_VARS), e.g. `api_dns=api.prod.internal`.
+    #[arg(
+        long = "var",
+        value_name = "NAME=VALUE",
+        env = "NODE_CLIENT_VARS",
+        value_delimiter = ','
+    )]
+    vars: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -437,7 +446,15 @@ struct Prepared {
 }
 
 fn prepare(id: &Identity) -> Result<Prepared, String> {
-    let profile = load_profile(id.profile.as_deref())?;
+    let mut profile = load_profile(id.profile.as_deref())?;
+    for v in id.vars.iter().filter(|v| !v.trim().is_empty()) {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| format!("--var {v:?}: expected NAME=VALUE"))?;
+        profile
+            .override_var(k.trim(), val.trim())
+            .map_err(|e| e.to_string())?;
+    }
     let name = id.node_name.clone().unwrap_or_else(host_name);
     if name.is_empty() {
         return Err("no node name: give --node-name".into());

@@ -267,7 +267,7 @@ pub fn kubeconfig(node: &Node, req: &Request, server: &str) -> String {
         "kind": "Config",
         "clusters": [{"name": node.cluster, "cluster": {
             "server": server,
-            "certificate-authority": path(req.ca_file.as_deref().unwrap_or("ca.crt")),
+            "certificate-authority": path(req.ca_file.as_deref().unwrap_or(crate::profile::DEFAULT_CA_FILE)),
         }}],
         "users": [{"name": user, "user": {
             "client-certificate": path(&req.cert_file()),

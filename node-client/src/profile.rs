@@ -41,6 +41,9 @@ struct File {
     node_certs: Vec<NodeCert>,
 }
 
+/// The CA bundle a kubeconfig names when its entry sets no `ca_file`.
+pub const DEFAULT_CA_FILE: &str = "ca.crt";
+
 /// A kubeconfig written beside a client certificate.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +93,23 @@ pub struct NodeCert {
     /// Key file mode (default 0600).
     #[serde(default)]
     pub key_mode: Option<u32>,
+}
+
+impl NodeCert {
+    /// The files its kubeconfig names (CA bundle, certificate, key), if it
+    /// writes one: a process reading the kubeconfig needs exactly these.
+    pub fn kubeconfig_refs(&self) -> Option<(&str, [String; 3])> {
+        let k = self.kubeconfig.as_ref()?;
+        let ca = self.ca_file.as_deref().unwrap_or(DEFAULT_CA_FILE);
+        Some((
+            k.file.as_str(),
+            [
+                ca.to_string(),
+                format!("{}.crt", self.file),
+                format!("{}.key", self.file),
+            ],
+        ))
+    }
 }
 
 /// The parsed profile.
@@ -196,6 +216,19 @@ impl Profile {
     /// Override a profile variable (`{{name}}`), as apply-profile's `--var` does.
     pub fn set_var(&mut self, name: &str, value: &str) {
         self.vars.insert(name.to_string(), value.to_string());
+    }
+
+    /// Set a variable the profile declares (`--var`); an unknown name is
+    /// refused, so a typo cannot silently leave the default in place.
+    pub fn override_var(&mut self, name: &str, value: &str) -> Result<(), ProfileError> {
+        if !self.vars.contains_key(name) {
+            return Err(ProfileError::Invalid(format!(
+                "--var {name}: the profile has no such variable (it has {})",
+                self.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.set_var(name, value);
+        Ok(())
     }
 
     /// Node roles that have certificates, in profile order.

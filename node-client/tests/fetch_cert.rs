@@ -326,6 +326,30 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
         .map(|i| info(&nodes.join(format!("etcd-{i}")), "etcd-member.crt").serial)
         .collect();
     let first_expiry = info(&nodes.join("etcd-0"), "etcd-member.crt").not_after;
+    // Every certificate each member has had, in order, seen by a watcher
+    // that polls far faster than the renewers renew.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let dirs: Vec<PathBuf> = (0..3).map(|i| nodes.join(format!("etcd-{i}"))).collect();
+        std::thread::spawn(move || {
+            let mut seen: Vec<Vec<inspect::CertInfo>> = vec![Vec::new(); 3];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (d, s) in dirs.iter().zip(seen.iter_mut()) {
+                    let c = inspect::cert_info(
+                        &std::fs::read(d.join("etcd-member.crt")).unwrap_or_default(),
+                    );
+                    if let Some(c) = c
+                        && s.last().is_none_or(|l| l.serial != c.serial)
+                    {
+                        s.push(c);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            seen
+        })
+    };
 
     // Renewers for the three members, started before etcd.
     let mut renewers = Vec::new();
@@ -418,8 +442,26 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
                     })
                 },
             );
-            let renewed_at = fetch_now();
-            assert!(renewed_at < first_expiry, "renewed before expiry");
+            // Judged by the certificates, not by when this loop saw them
+            // (etcd's start-up may take longer than their lifetime): each
+            // new one was issued (notBefore + the roles' 30 s backdate)
+            // before the one it replaced expired.
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let seen = watcher.join().unwrap();
+            for (i, certs) in seen.iter().enumerate() {
+                assert!(certs.len() >= 2, "etcd-{i}: no renewal seen");
+                assert_eq!(certs[0].serial, first_serials[i]);
+                for w in certs.windows(2) {
+                    assert!(
+                        w[1].not_before + 30 < w[0].not_after,
+                        "etcd-{i}: {} issued at {} after {} expired at {}",
+                        w[1].serial,
+                        w[1].not_before + 30,
+                        w[0].serial,
+                        w[0].not_after
+                    );
+                }
+            }
             let said = std::fs::read_to_string(&marker).unwrap_or_default();
             for i in 0..3 {
                 assert!(

@@ -16,6 +16,9 @@ use zeroize::Zeroizing;
 
 /// `pki-server server`.
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    // Before anything can be asked of the server: a SIGTERM during start-up
+    // then shuts it down cleanly instead of killing it.
+    let shutdown = crate::server::shutdown_signal();
     // --dev without --dev-dir uses a temporary directory removed at exit.
     let mut _tmp = None;
     let dev_dir = if args.dev {
@@ -59,13 +62,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     crate::server::spawn_auto_unseal(state.seal.clone());
     crate::server::spawn_token_tidy(state.seal.clone());
     tracing::info!(%addr, %scheme, storage = state.seal.storage().kind(), "listening");
-    crate::server::serve(
-        listener,
-        tls,
-        crate::router(state),
-        crate::server::shutdown_signal(),
-    )
-    .await?;
+    crate::server::serve(listener, tls, crate::router(state), shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

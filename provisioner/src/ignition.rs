@@ -325,13 +325,27 @@ pub fn aws_server_id(spec: &ClusterSpec) -> String {
     pki_dns(spec)
 }
 
-/// `apply-profile` variables that tie the profile's auth/aws config to this cluster.
+/// The profile variables that name this cluster's API and service network:
+/// node-client puts them in certificate requests and kubeconfigs
+/// (`NODE_CLIENT_VARS`), pki-server's roles allow them (`apply-profile --var`).
+/// Both sides must get the same values.
+pub fn cluster_vars(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
+    vec![
+        ("api_dns", api_dns(spec)),
+        ("cluster_domain", spec.cluster_domain.clone()),
+        (
+            "kubernetes_service_ip",
+            spec.kubernetes_service_ip().to_string(),
+        ),
+    ]
+}
+
+/// `apply-profile` variables that tie the profile to this cluster.
 fn profile_vars(spec: &ClusterSpec) -> String {
-    let mut v = format!(
-        "--var aws_iam_server_id={} --var api_dns={}",
-        aws_server_id(spec),
-        api_dns(spec)
-    );
+    let mut v = format!("--var aws_iam_server_id={}", aws_server_id(spec));
+    for (k, val) in cluster_vars(spec) {
+        v.push_str(&format!(" --var {k}={val}"));
+    }
     if let Some(r) = &spec.region {
         v.push_str(&format!(" --var aws_region={r}"));
     }
@@ -355,11 +369,16 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             node_client::units::ENV_FILE,
             0o644,
             &format!(
-                "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\n",
+                "VAULT_ADDR=https://{}:8200\nVAULT_CACERT={PKI_CA}\nNODE_ROLE={}\nKUBE_AWS_PKI_CLUSTER={}\nNODE_CLIENT_AUTH=aws\nNODE_CLIENT_AWS_SERVER_ID={}\nNODE_CLIENT_VARS={}\n",
                 pki_dns(spec),
                 role.name(),
                 spec.name,
-                aws_server_id(spec)
+                aws_server_id(spec),
+                cluster_vars(spec)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         ));
     }

@@ -286,15 +286,6 @@ pub fn load_kubeconfig(path: &Path) -> anyhow::Result<ApiTarget> {
     })
 }
 
-/// The first host address of the service CIDR: the `kubernetes` Service's
-/// cluster IP.
-pub fn kubernetes_service_ip(spec: &ClusterSpec) -> Ipv4Addr {
-    spec.service_cidr
-        .hosts()
-        .next()
-        .unwrap_or_else(|| spec.service_cidr.network())
-}
-
 /// Whether nslookup's output answers `name` with `ip`: a line after the one
 /// naming `name` carries `ip` as a whole word, so the DNS server's own
 /// address (`Server: 10.32.0.10`) never counts for `10.32.0.1`.
@@ -766,7 +757,7 @@ async fn checks(
     let phase = steps.finish("test pod", r)?;
 
     // 4: the pod resolved the kubernetes Service.
-    let ip = kubernetes_service_ip(spec);
+    let ip = spec.kubernetes_service_ip();
     steps.start(&format!("DNS: {lookup} resolves to {ip}"));
     let r = async {
         let (status, log) = api

@@ -354,6 +354,15 @@ fn valid_bucket_prefix(p: &str) -> bool {
 }
 
 impl ClusterSpec {
+    /// The first host address of the service CIDR: the `kubernetes`
+    /// Service's cluster IP (a SAN of the apiserver's certificate).
+    pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
+        self.service_cidr
+            .hosts()
+            .next()
+            .unwrap_or_else(|| self.service_cidr.network())
+    }
+
     /// Parse and validate a spec file's text.
     pub fn parse(text: &str) -> Result<ClusterSpec, SpecError> {
         let raw: RawSpec = toml::from_str(text).map_err(|e| SpecError::Syntax(e.to_string()))?;

@@ -414,3 +414,123 @@ fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
         .collect();
     assert_eq!(names, ["kube-apiserver.json"]);
 }
+
+/// Each static pod mounts exactly the credential files it uses, never the
+/// pki folder: the scheduler cannot read the apiserver's or the service
+/// account signing key. The lists are written out here, not derived.
+#[test]
+fn static_pods_mount_only_their_own_credential_files() {
+    use provisioner::node::static_pods;
+    let spec = spec("");
+    let pki = |names: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = names
+            .iter()
+            .map(|n| format!("{}/{n}", provisioner::certs::DIR))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = [
+        (
+            Role::Controller,
+            "kube-apiserver",
+            pki(&[
+                "apiserver.crt",
+                "apiserver.key",
+                "ca.crt",
+                "apiserver-kubelet-client.crt",
+                "apiserver-kubelet-client.key",
+                "etcd-ca.crt",
+                "apiserver-etcd-client.crt",
+                "apiserver-etcd-client.key",
+                "sa.pub",
+                "sa.key",
+                "front-proxy-ca.crt",
+                "front-proxy-client.crt",
+                "front-proxy-client.key",
+            ]),
+        ),
+        (
+            Role::Controller,
+            "kube-controller-manager",
+            pki(&[
+                "controller-manager.conf",
+                "controller-manager.crt",
+                "controller-manager.key",
+                "ca.crt",
+                "front-proxy-ca.crt",
+                "sa.key",
+            ]),
+        ),
+        (
+            Role::Controller,
+            "kube-scheduler",
+            pki(&["scheduler.conf", "scheduler.crt", "scheduler.key", "ca.crt"]),
+        ),
+        (
+            Role::Controller,
+            "kube-proxy",
+            pki(&[
+                "kube-proxy.conf",
+                "kube-proxy.crt",
+                "kube-proxy.key",
+                "ca.crt",
+            ]),
+        ),
+        (
+            Role::Worker,
+            "kube-proxy",
+            pki(&[
+                "kube-proxy.conf",
+                "kube-proxy.crt",
+                "kube-proxy.key",
+                "ca.crt",
+            ]),
+        ),
+    ];
+    for (role, name, files) in want {
+        let path = format!("{}/{name}.json", static_pods::TEMPLATES);
+        let text = file_text(&spec, role, &path).unwrap_or_else(|| panic!("{role:?}: no {path}"));
+        let pod: serde_json::Value = serde_json::from_str(&text).expect("template is JSON");
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        let host_paths: Vec<&str> = volumes
+            .iter()
+            .filter_map(|v| v["hostPath"]["path"].as_str())
+            .collect();
+        assert!(
+            !host_paths
+                .iter()
+                .any(|p| p.trim_end_matches('/') == provisioner::certs::DIR
+                    || provisioner::certs::DIR
+                        .starts_with(&format!("{}/", p.trim_end_matches('/')))),
+            "{name}: mounts the pki folder or a parent of it: {host_paths:?}"
+        );
+        let mut mounted: Vec<String> = host_paths
+            .iter()
+            .filter(|p| p.starts_with(provisioner::certs::DIR))
+            .map(|p| p.to_string())
+            .collect();
+        mounted.sort();
+        assert_eq!(mounted, files, "{role:?} {name}");
+        // Every volume is mounted read-only at its host path, once.
+        let mounts = pod["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap();
+        for v in volumes.iter().filter(|v| {
+            v["hostPath"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(provisioner::certs::DIR))
+        }) {
+            let m: Vec<_> = mounts.iter().filter(|m| m["name"] == v["name"]).collect();
+            assert_eq!(m.len(), 1, "{name}: {v}");
+            assert_eq!(m[0]["mountPath"], v["hostPath"]["path"]);
+            assert_eq!(m[0]["readOnly"], true);
+            assert_eq!(v["hostPath"]["type"], "File");
+        }
+        let names: std::collections::BTreeSet<_> = volumes
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), volumes.len(), "{name}: volume names repeat");
+    }
+}

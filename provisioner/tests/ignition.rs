@@ -754,3 +754,105 @@ fn every_cidr_or_ip_flag_value_is_the_specs() {
         }
     }
 }
+
+/// A cluster with its own zone, domain and service network: node-client's
+/// settings (`NODE_CLIENT_VARS`) make it request the apiserver certificate
+/// with that cluster's names and write kubeconfigs for that API name, and the
+/// pki-server profile unit allows the very same values. The expected values
+/// are written out, not computed by the provisioner.
+#[test]
+fn node_client_and_the_profile_get_the_clusters_names_and_service_ip() {
+    use node_client::profile::{Node, Profile};
+    let spec = ClusterSpec::parse(
+        "name = \"other\"\nservice_cidr = \"172.20.0.0/16\"\npod_cidr = \"172.30.0.0/16\"\ncluster_dns = \"172.20.0.53\"\ncluster_domain = \"corp.example\"\nprivate_zone = \"k8s.corp.example\"\n",
+    )
+    .expect("spec");
+    let file = |role: Role, path: &str| -> String {
+        let config = ignition::config(&spec, role);
+        let f = config
+            .storage
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap();
+        data_text(&f.contents.source).unwrap()
+    };
+    for role in [Role::Controller, Role::Worker, Role::Etcd] {
+        let env = file(role, node_client::units::ENV_FILE);
+        let vars = env
+            .lines()
+            .find_map(|l| l.strip_prefix("NODE_CLIENT_VARS="))
+            .unwrap_or_else(|| panic!("{role}: no NODE_CLIENT_VARS in {env}"));
+        // As node-client's --var / NODE_CLIENT_VARS parsing does it.
+        let mut profile = Profile::embedded().unwrap();
+        for kv in vars.split(',') {
+            let (k, v) = kv.split_once('=').unwrap();
+            profile.override_var(k, v).unwrap();
+        }
+        let node = Node {
+            cluster: spec.name.clone(),
+            name: "ip-10-0-1-5.ec2.internal".into(),
+            ips: vec!["10.0.1.5".parse().unwrap()],
+            pki_dir: "/etc/kubernetes/pki".into(),
+        };
+        let reqs = profile.requests(role.name(), &node).unwrap();
+        for r in &reqs {
+            if let Some(k) = &r.kubeconfig {
+                // Controllers' own components use their apiserver on loopback;
+                // workers use the cluster's API name, never the default one.
+                let want = if role == Role::Controller {
+                    "https://127.0.0.1:6443"
+                } else {
+                    "https://api.k8s.corp.example:6443"
+                };
+                assert_eq!(k.server, want, "{role}: {}", k.file);
+            }
+            assert!(
+                !r.alt_names
+                    .iter()
+                    .any(|n| n.contains("cluster.local") || n.contains("cluster.internal")),
+                "{role}: {} keeps a default name: {:?}",
+                r.file,
+                r.alt_names
+            );
+        }
+        if role == Role::Controller {
+            let api = reqs.iter().find(|r| r.file == "apiserver").unwrap();
+            assert!(
+                api.ip_sans.contains(&"172.20.0.1".parse().unwrap()),
+                "{:?}",
+                api.ip_sans
+            );
+            assert!(!api.ip_sans.contains(&"10.32.0.1".parse().unwrap()));
+            for n in [
+                "kubernetes.default.svc.corp.example",
+                "api.k8s.corp.example",
+            ] {
+                assert!(
+                    api.alt_names.iter().any(|a| a == n),
+                    "{n} not in {:?}",
+                    api.alt_names
+                );
+            }
+        }
+    }
+    // An unknown variable is refused, not ignored.
+    let mut profile = Profile::embedded().unwrap();
+    assert!(profile.override_var("api_dsn", "x").is_err());
+    // pki-server's roles get the same values.
+    let config = ignition::config(&spec, Role::PkiServer);
+    let unit = config
+        .systemd
+        .units
+        .iter()
+        .find(|u| u.name == "pki-server-profile.service")
+        .and_then(|u| u.contents.clone())
+        .unwrap();
+    for want in [
+        "--var api_dns=api.k8s.corp.example",
+        "--var cluster_domain=corp.example",
+        "--var kubernetes_service_ip=172.20.0.1",
+    ] {
+        assert!(unit.contains(want), "{want} not in {unit}");
+    }
+}

@@ -214,6 +214,9 @@ async fn client_subcommands_init_unseal_status_seal() {
 
 #[tokio::test]
 async fn tls_only_1_2_and_1_3_and_wrong_ca_is_refused() {
+    // reqwest is built without a default provider: install one here, not by
+    // luck of another test running first in this process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let srv = ServerProcess::start("memory", &tmp.path().join("tls"), &[], vec![]);
     // A client that trusts another CA cannot connect.

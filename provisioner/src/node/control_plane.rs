@@ -122,8 +122,9 @@ fn mount(name: &str, path: &str, read_only: bool) -> Value {
     json!({"name": name, "mountPath": path, "readOnly": read_only})
 }
 
-/// A control-plane static pod: host network, the pki folder read-only, an
-/// HTTPS liveness probe on loopback.
+/// A control-plane static pod: host network, read-only the credential files
+/// its flags name (and those their kubeconfigs name), an HTTPS liveness probe
+/// on loopback.
 pub fn static_pod(
     name: &str,
     image: String,
@@ -131,8 +132,8 @@ pub fn static_pod(
     probe_port: u16,
     extra_volumes: Vec<(Value, Value)>,
 ) -> Value {
-    let mut volumes = vec![host_path("pki", certs::DIR, "Directory")];
-    let mut mounts = vec![mount("pki", certs::DIR, true)];
+    let (mut volumes, mut mounts) =
+        certs::pod_mounts(&certs::needed_files(certs::flag_paths(&args)));
     for (v, m) in extra_volumes {
         volumes.push(v);
         mounts.push(m);

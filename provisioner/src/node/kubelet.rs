@@ -68,7 +68,10 @@ pub fn kube_proxy_config(spec: &ClusterSpec) -> Value {
 /// The kube-proxy static pod: its config, its kubeconfig (node-client's), and
 /// the node name the kubelet gave the pod.
 pub fn kube_proxy_pod(spec: &ClusterSpec) -> Value {
-    json!({
+    let (pki_volumes, pki_mounts) = certs::pod_mounts(&certs::needed_files(
+        kube_proxy_config(spec)["clientConnection"]["kubeconfig"].as_str(),
+    ));
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"k8s-app": "kube-proxy"}},
@@ -88,19 +91,25 @@ pub fn kube_proxy_pod(spec: &ClusterSpec) -> Value {
                 "securityContext": {"privileged": true},
                 "volumeMounts": [
                     {"name": "config", "mountPath": KUBE_PROXY_CONFIG, "readOnly": true},
-                    {"name": "pki", "mountPath": certs::DIR, "readOnly": true},
                     {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
                     {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": true}
                 ]
             }],
             "volumes": [
                 {"name": "config", "hostPath": {"path": KUBE_PROXY_CONFIG, "type": "File"}},
-                {"name": "pki", "hostPath": {"path": certs::DIR, "type": "Directory"}},
                 {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
                 {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}}
             ]
         }
-    })
+    });
+    let c = &mut pod["spec"]["containers"][0];
+    if let Some(m) = c["volumeMounts"].as_array_mut() {
+        m.extend(pki_mounts);
+    }
+    if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+        v.extend(pki_volumes);
+    }
+    pod
 }
 
 /// containerd's configuration: systemd cgroups, CNI from `CNI_BIN`.

@@ -1,5 +1,5 @@
 //! The command line: `fetch-cert`, `renew [--watch]`, `status`, `files`,
-//! `etcd-join`.
+//! `fetch-ca`, `etcd-join`, `etcd-endpoints`.
 //!
 //! The token comes from `--auth token` (a token file or VAULT_TOKEN) or from
 //! a login (`--auth aws`, `--auth jwt`; see [`crate::login`]); `renew --watch`
@@ -12,7 +12,10 @@
 //! same codes: 2 configuration (arguments, credentials, etcdctl missing), 3
 //! AWS refused discovery, 4 peers or the cluster stayed unavailable until
 //! `--wait` or a membership change failed, 5 writing the environment file or
-//! moving stale data aside.
+//! moving stale data aside. `fetch-ca` too: 2 configuration (arguments, no
+//! region or credentials), 3 S3 refused (403, another 4xx) or the object is
+//! not a CA certificate, 4 the object stayed missing or unavailable until
+//! `--wait`, 5 writing the file.
 
 use crate::client::{Client, ClientError};
 use crate::fetch::{self, FetchError, Options};
@@ -56,12 +59,32 @@ enum Command {
     Status(StatusArgs),
     /// Print the files a role writes (for unit templates and checks).
     Files(FilesArgs),
+    /// Copy pki-server's CA certificate (the trust root for --ca-cert) from S3
+    /// with this machine's AWS identity; only PEM CA certificates are written.
+    FetchCa(FetchCaArgs),
     /// Decide this etcd member's cluster membership and write etcd's environment file.
     EtcdJoin(EtcdJoinArgs),
     /// Write the etcd members' client URLs (`ETCD_SERVERS=https://ip:2379,...`)
     /// from the etcd auto scaling group: kube-apiserver's --etcd-servers on
     /// controllers.
     EtcdEndpoints(EtcdEndpointsArgs),
+}
+
+#[derive(Debug, Args)]
+struct FetchCaArgs {
+    /// The object pki-server publishes (`pki-server publish-ca --to`).
+    #[arg(long, value_name = "s3://BUCKET/KEY", env = "NODE_CLIENT_CA_FROM")]
+    from: String,
+    /// The file to write (mode 0644; rewritten only when the CA changes).
+    #[arg(long, default_value = crate::units::CA_FILE)]
+    out: PathBuf,
+    /// Keep retrying a missing (not yet published) or unavailable object this long (seconds).
+    #[arg(long, default_value_t = 600)]
+    wait: u64,
+    /// If the object stays unavailable until --wait, keep a valid CA file
+    /// already at --out and exit 0 (a refusal or an invalid object still fails).
+    #[arg(long = "keep-existing")]
+    keep_existing: bool,
 }
 
 #[derive(Debug, Args)]
@@ -337,6 +360,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Renew(a) => renew(a).await,
         Command::Status(a) => status(&a),
         Command::Files(a) => files(&a),
+        Command::FetchCa(a) => fetch_ca(a).await,
         Command::EtcdJoin(a) => etcd_join(a).await,
         Command::EtcdEndpoints(a) => etcd_endpoints(a).await,
     }
@@ -757,6 +781,60 @@ fn files(a: &FilesArgs) -> ExitCode {
     }
 }
 
+async fn fetch_ca(a: FetchCaArgs) -> ExitCode {
+    use crate::fetch_ca::{FetchCaError, Options, Outcome};
+    let from = match crate::aws::s3::Location::parse(&a.from) {
+        Ok(l) => l,
+        Err(e) => return fail(EXIT_CONFIG, format!("--from {e}")),
+    };
+    let aws = match crate::aws::Aws::load().await {
+        Ok(aws) => aws,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    let o = Options {
+        from,
+        out: a.out,
+        wait: Duration::from_secs(a.wait),
+        keep_existing: a.keep_existing,
+    };
+    match crate::fetch_ca::run(&aws, &o).await {
+        Ok(Outcome::Written(n)) => {
+            println!(
+                "wrote {} ({n} CA certificate(s) from {})",
+                o.out.display(),
+                o.from
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Unchanged(n)) => {
+            println!(
+                "nothing to do: {} holds {} ({n} CA certificate(s))",
+                o.out.display(),
+                o.from
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::KeptExisting(n, why)) => {
+            eprintln!("warning: {why}");
+            println!(
+                "kept {} ({n} CA certificate(s)): {} stayed unavailable",
+                o.out.display(),
+                o.from
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = match &e {
+                FetchCaError::Config(_) => EXIT_CONFIG,
+                FetchCaError::Refused(_) | FetchCaError::NotCa { .. } => EXIT_REFUSED,
+                FetchCaError::Unavailable(_) => EXIT_UNAVAILABLE,
+                FetchCaError::Write(_) => EXIT_WRITE,
+            };
+            fail(code, e)
+        }
+    }
+}
+
 fn etcd_join_options(a: EtcdJoinArgs) -> Result<crate::etcd::Options, String> {
     use crate::etcd::{Discovery, Options, check_name, etcdctl::Etcdctl, plan::Peer};
     let name = a.name.unwrap_or_else(host_name);
@@ -832,11 +910,11 @@ async fn etcd_join(a: EtcdJoinArgs) -> ExitCode {
 }
 
 async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
-    use crate::etcd::discover::{Aws, DiscoverError, parse_static};
+    use crate::etcd::discover::{AwsDiscovery, DiscoverError, parse_static};
     let deadline = std::time::Instant::now() + Duration::from_secs(a.wait);
     let mut tries = 0u32;
     let aws = if a.peers.is_none() {
-        match Aws::load().await {
+        match AwsDiscovery::load().await {
             Ok(aws) => Some(aws),
             Err(e) => return fail(EXIT_CONFIG, e),
         }

@@ -16,15 +16,21 @@
 //! - [`inspect`]: reading certificates and keys back.
 //! - [`schedule`]: when to renew, how long to back off.
 //! - [`units`]: the systemd units the provisioner places on nodes.
+//! - [`fetch_ca`]: `fetch-ca`: pki-server's CA certificate (what node-client
+//!   trusts for pki-server) from S3, checked to be PEM CA certificates only.
+//! - [`aws`]: AWS without a service SDK: one SigV4 signer for the Query API
+//!   calls of etcd discovery, S3 GetObject and the `--auth aws` login.
 //! - [`etcd`]: `etcd-join`: an etcd member's cluster membership (peers from
 //!   the auto scaling group or a list, the running cluster's member list),
 //!   written as the `ETCD_*` environment etcd reads.
 //! - [`cli`]: the command line and its exit codes.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod etcd;
 pub mod fetch;
+pub mod fetch_ca;
 pub mod inspect;
 pub mod login;
 pub mod profile;

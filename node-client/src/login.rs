@@ -166,24 +166,14 @@ impl AwsLogin {
         &self,
     ) -> Result<(aws_credential_types::Credentials, String, String), LoginError> {
         use aws_credential_types::provider::ProvideCredentials as _;
-        use aws_smithy_http_client::{Builder, tls};
-        // The SDK's own HTTPS client would bring aws-lc: hand it rustls on ring.
-        let http = Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .load()
-            .await;
+        let sdk = crate::aws::sdk_config().await;
         let provider = sdk
             .credentials_provider()
             .ok_or_else(|| LoginError::Config("no AWS credentials provider".into()))?;
         let creds = provider.provide_credentials().await.map_err(|e| {
             LoginError::Config(format!(
                 "no AWS credentials (environment, profile or instance metadata): {}",
-                aws_sdk_error_text(&e)
+                crate::aws::error_chain(&e)
             ))
         })?;
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -209,19 +199,6 @@ impl AwsLogin {
         };
         Ok((creds, url, region))
     }
-}
-
-/// The credential error with its causes (none of them carries a secret).
-fn aws_sdk_error_text(e: &aws_credential_types::provider::error::CredentialsError) -> String {
-    use std::error::Error as _;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// `endpoint` as the URL to sign: scheme and host, path `/`.
@@ -252,47 +229,28 @@ pub fn iam_login_body(
     server_id: Option<&str>,
     time: SystemTime,
 ) -> Result<Value, LoginError> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| LoginError::Config(format!("STS URL: {e}")))?;
-    let host = match (parsed.host_str(), parsed.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        (None, _) => return Err(LoginError::Config(format!("STS URL {url:?} has no host"))),
-    };
-    let mut headers: Vec<(String, String)> = vec![
-        ("host".into(), host),
-        (
-            "content-type".into(),
-            "application/x-www-form-urlencoded; charset=utf-8".into(),
-        ),
-    ];
+    let mut extra = vec![(
+        "content-type".to_string(),
+        "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+    )];
     if let Some(id) = server_id.filter(|s| !s.is_empty()) {
-        headers.push((SERVER_ID_HEADER.into(), id.to_string()));
+        extra.push((SERVER_ID_HEADER.into(), id.to_string()));
     }
-    let identity = creds.clone().into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("sts")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| LoginError::Config(format!("signing parameters: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
+    let req = crate::aws::Request {
+        method: "POST",
         url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(GET_CALLER_IDENTITY.as_bytes()),
+        headers: extra,
+        body: GET_CALLER_IDENTITY.as_bytes(),
+    };
+    let headers = crate::aws::sign(
+        creds,
+        region,
+        "sts",
+        crate::aws::Flavour::Standard,
+        time,
+        &req,
     )
-    .map_err(|e| LoginError::Config(format!("signing: {e}")))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| LoginError::Config(format!("signing: {e}")))?
-        .into_parts();
-    for (k, v) in instructions.headers() {
-        headers.push((k.to_string(), v.to_string()));
-    }
+    .map_err(LoginError::Config)?;
     // Go's http.Header shape (what `vault login -method=aws` sends): lists.
     let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (k, v) in headers {

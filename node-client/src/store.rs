@@ -187,9 +187,61 @@ pub fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
     fs::read(dir.join(name)).ok()
 }
 
+/// Replace the single file `path` with `contents`, mode 0644 (public data:
+/// a CA certificate, an environment file): a temp file beside it, fsynced,
+/// renamed over it, the directory fsynced. Creates the parent directory. A
+/// reader sees the old or the new contents, never a partial file.
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| StoreError::BadName(path.display().to_string()))?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", random_suffix()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        // The umask may have narrowed the mode.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    fsync_dir(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_public_replaces_one_file_with_mode_0644_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/dir/ca.pem");
+        write_public(&p, b"one").unwrap();
+        write_public(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ca.pem"]);
+    }
 
     fn spec(name: &str, contents: &str, mode: u32) -> FileSpec {
         FileSpec {

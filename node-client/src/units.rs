@@ -13,6 +13,8 @@ pub const RENEW_SERVICE: &str = include_str!("../systemd/node-client-renew.servi
 pub const BINARY_PATH: &str = "/opt/bin/node-client";
 /// Where the units expect their settings.
 pub const ENV_FILE: &str = "/etc/kube-aws-pki/node-client.env";
+/// Where `fetch-ca` writes pki-server's CA certificate (VAULT_CACERT).
+pub const CA_FILE: &str = "/etc/kube-aws-pki/pki-ca.pem";
 /// The directory the units write to.
 pub const PKI_DIR: &str = crate::profile::DEFAULT_PKI_DIR;
 

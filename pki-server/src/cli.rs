@@ -28,6 +28,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Apply the cluster profile (mounts, CAs, roles, ACL policies, token roles); idempotent.
     ApplyProfile(ApplyProfileArgs),
+    /// Publish the listener CA certificate to S3 for `node-client fetch-ca`
+    /// (only PEM CA certificates; unchanged objects are not rewritten).
+    PublishCa(PublishCaArgs),
 }
 
 /// `server` flags. Flags win over the `--config` file.
@@ -169,4 +172,19 @@ pub struct ApplyProfileArgs {
     /// Validate and print the authorisation matrix (markdown) without contacting the server.
     #[arg(long)]
     pub print_matrix: bool,
+}
+
+/// `publish-ca` flags. AWS settings (region, credentials, AWS_ENDPOINT_URL)
+/// come from the SDK's standard chain, as for S3 storage.
+#[derive(Debug, Args)]
+pub struct PublishCaArgs {
+    /// The CA certificate to publish: `<--tls-dir>/ca.pem`.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Where nodes fetch it (`node-client fetch-ca --from`).
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub to: String,
+    /// Wait this long for --cert to appear (the server makes it on first start), in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wait: u64,
 }

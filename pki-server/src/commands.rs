@@ -1,8 +1,9 @@
-//! The subcommands: `server` and the client commands `init`, `unseal`, `seal`,
-//! `status` and `apply-profile`.
+//! The subcommands: `server`, the client commands `init`, `unseal`, `seal`,
+//! `status` and `apply-profile`, and `publish-ca`.
 
 use crate::cli::{
-    ApplyProfileArgs, ClientArgs, Format, InitArgs, ServerArgs, StatusArgs, UnsealArgs,
+    ApplyProfileArgs, ClientArgs, Format, InitArgs, PublishCaArgs, ServerArgs, StatusArgs,
+    UnsealArgs,
 };
 use crate::client::Client;
 use crate::config::ServerConfig;
@@ -247,6 +248,28 @@ pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
     );
     for line in apply_steps(&c, &steps).await? {
         println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pki-server publish-ca`: the listener CA to S3, checked, written only when changed.
+pub async fn publish_ca(args: PublishCaArgs) -> anyhow::Result<ExitCode> {
+    use crate::publish::{Location, Published};
+    let to = Location::parse(&args.to).context("--to")?;
+    let (bytes, _) =
+        crate::publish::read_ca(&args.cert, std::time::Duration::from_secs(args.wait)).await?;
+    let s3 = crate::storage::s3_client(&crate::aws::sdk_config().await);
+    match crate::publish::publish(&s3, &to, &bytes).await? {
+        Published::Written(n) => println!(
+            "published {} to {to} ({n} CA certificate(s))",
+            args.cert.display()
+        ),
+        Published::Unchanged(n) => {
+            println!(
+                "nothing to do: {to} holds {} ({n} CA certificate(s))",
+                args.cert.display()
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

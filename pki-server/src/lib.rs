@@ -5,7 +5,8 @@
 //! tokens; [`api`] is the only HTTP layer; [`server`] listens (TLS via rustls on
 //! ring) and shuts down gracefully; [`tls`] makes the listener CA; [`client`] and
 //! [`commands`] are the `init`/`unseal`/`seal`/`status` subcommands;
-//! [`profile`] is the cluster profile that `apply-profile` writes.
+//! [`profile`] is the cluster profile that `apply-profile` writes;
+//! [`publish`] is `publish-ca`, the listener CA put in S3 for the nodes.
 //!
 //! [`pki`] is the CA core, pure logic with no HTTP, JSON or storage: Vault-style
 //! roles and their deny-by-default name checks, key generation and Vault's key
@@ -26,6 +27,7 @@ pub mod engine;
 pub mod mounts;
 pub mod pki;
 pub mod profile;
+pub mod publish;
 pub mod seal;
 pub mod server;
 pub mod state;

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Seal(a) => pki_server::commands::seal(a).await,
             Command::Status(a) => pki_server::commands::status(a).await,
             Command::ApplyProfile(a) => pki_server::commands::apply_profile(a).await,
+            Command::PublishCa(a) => pki_server::commands::publish_ca(a).await,
         }
     });
     match res {

@@ -257,7 +257,10 @@ impl File {
 }
 
 /// Where nodes keep the pki-server listener CA (node-client's VAULT_CACERT).
-pub const PKI_CA: &str = "/etc/kube-aws-pki/pki-ca.pem";
+pub const PKI_CA: &str = node_client::units::CA_FILE;
+/// The config bucket key pki-server publishes its listener CA under (the
+/// IAM policies name it: `policies/iam/*.json`).
+pub const CA_KEY: &str = "ca/pki-server-ca.pem";
 /// Per-boot facts of the instance (node name, address) for node-client.
 pub const NODE_ENV: &str = crate::node::NODE_ENV;
 
@@ -311,6 +314,14 @@ pub fn buckets(spec: &ClusterSpec) -> (String, String, String) {
         format!("{p}-config"),
         format!("{p}-logs"),
     )
+}
+
+/// `s3://<config bucket>/ca/pki-server-ca.pem`: where pki-server publishes
+/// its listener CA (`pki-server publish-ca`) and nodes fetch it
+/// (`node-client fetch-ca`).
+pub fn ca_object(spec: &ClusterSpec) -> String {
+    let (_, config_bucket, _) = buckets(spec);
+    format!("s3://{config_bucket}/{CA_KEY}")
 }
 
 /// The KMS alias for pki-server auto-unseal.
@@ -461,9 +472,9 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                     "Service",
                     vec![
                         l("Type=oneshot"),
-                        l("ExecStartPre=/bin/sh -c 'until test -s /var/lib/pki-server/tls/ca.pem; do sleep 2; done'"),
                         format!(
-                            "ExecStart=/usr/bin/docker run --rm --net host -v /var/lib/pki-server/tls:/tls:ro public.ecr.aws/aws-cli/aws-cli s3 cp /tls/ca.pem s3://{config_bucket}/ca/pki-server-ca.pem"
+                            "ExecStart=/opt/bin/pki-server publish-ca --cert /var/lib/pki-server/tls/ca.pem --to {}",
+                            ca_object(spec)
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),
@@ -473,18 +484,29 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             ]),
         ));
     } else {
+        // No ConditionPathExists: fetch-ca runs at every boot, so a CA that
+        // pki-server re-published (a replaced instance) is picked up; an
+        // unchanged one is not rewritten, and an S3 outage keeps the file.
         units.push(Unit::new(
             "node-client-ca.service",
             unit_text(&[
-                ("Unit", vec![l("Description=fetch the pki-server listener CA that node-client trusts"), l("Wants=network-online.target"), l("After=network-online.target"), format!("ConditionPathExists=!{PKI_CA}")]),
+                (
+                    "Unit",
+                    vec![
+                        l("Description=fetch the pki-server listener CA that node-client trusts"),
+                        l("Wants=network-online.target"),
+                        l("After=network-online.target"),
+                    ],
+                ),
                 (
                     "Service",
                     vec![
                         l("Type=oneshot"),
                         l("RemainAfterExit=true"),
-                        l("ExecStartPre=/usr/bin/mkdir -p /etc/kube-aws-pki"),
                         format!(
-                            "ExecStart=/usr/bin/docker run --rm --net host -v /etc/kube-aws-pki:/out public.ecr.aws/aws-cli/aws-cli s3 cp s3://{config_bucket}/ca/pki-server-ca.pem /out/pki-ca.pem"
+                            "ExecStart={} fetch-ca --from {} --out {PKI_CA} --keep-existing",
+                            node_client::units::BINARY_PATH,
+                            ca_object(spec)
                         ),
                         l("Restart=on-failure"),
                         l("RestartSec=10"),

@@ -3,7 +3,8 @@
 //! `systemd-analyze verify` with stub binaries, and the safety checks of
 //! issue #9: no secret in any role's user data, no controller or etcd
 //! credential path on a worker, no insecure apiserver port, no anonymous
-//! kubelet, and every CIDR/IP flag value is the spec's.
+//! kubelet, every CIDR/IP flag value is the spec's, and the pki-server CA
+//! moves between our own binaries (no container image).
 //! Tools missing: skip locally, panic under CI=true.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
@@ -446,6 +447,47 @@ fn no_role_user_data_holds_a_private_key_token_or_unseal_share() {
                     panic!("{role}: user data holds a secret-like {found:?}:\n{text}");
                 }
             }
+        }
+    }
+}
+
+/// The trust root of every node (pki-server's listener CA) travels between
+/// our own binaries only: pki-server publishes it, node-client fetches it,
+/// both with the instance's IAM role. No role runs a container or pulls an
+/// image to do it (the image's publisher would choose what nodes trust).
+#[test]
+fn the_pki_server_ca_moves_without_docker_or_a_pulled_image() {
+    let spec = spec();
+    let object = ignition::ca_object(&spec);
+    assert_eq!(object, "s3://kube-aws-pki-demo-config/ca/pki-server-ca.pem");
+    for role in Role::ALL {
+        for text in user_data_texts(&spec, role) {
+            for needle in ["docker run", "docker pull", "aws-cli", "/usr/bin/docker"] {
+                assert!(!text.contains(needle), "{role}: {needle:?} in\n{text}");
+            }
+        }
+        let runs = commands(&spec, role);
+        let unit = |name: &str| {
+            runs.iter()
+                .filter(|(u, _)| u == name)
+                .map(|(_, w)| w.join(" "))
+                .collect::<Vec<_>>()
+        };
+        if role == Role::PkiServer {
+            assert_eq!(
+                unit("pki-server-publish-ca.service"),
+                [format!(
+                    "/opt/bin/pki-server publish-ca --cert /var/lib/pki-server/tls/ca.pem --to {object}"
+                )]
+            );
+        } else {
+            assert_eq!(
+                unit("node-client-ca.service"),
+                [format!(
+                    "/opt/bin/node-client fetch-ca --from {object} --out {} --keep-existing",
+                    ignition::PKI_CA
+                )]
+            );
         }
     }
 }

@@ -7,15 +7,16 @@
 //!   instance's private IP and private DNS name (`DescribeInstances`); the
 //!   DNS name is the node name, as in the kubelet and etcd certificates.
 //!
-//! The AWS calls are Query API POSTs signed with SigV4 (no service SDK: they
-//! are three calls), credentials and region from the SDK's standard chain,
-//! endpoints from `AWS_ENDPOINT_URL_AUTO_SCALING` / `AWS_ENDPOINT_URL_EC2`,
-//! then `AWS_ENDPOINT_URL`, then the regional default. `NextToken` is followed.
+//! The AWS calls are Query API POSTs (no service SDK: they are three calls)
+//! signed and sent by [`crate::aws::Aws`]: credentials and region from the
+//! SDK's standard chain, endpoints from `AWS_ENDPOINT_URL_AUTO_SCALING` /
+//! `AWS_ENDPOINT_URL_EC2`, then `AWS_ENDPOINT_URL`, then the regional default.
+//! `NextToken` is followed.
 
 use super::plan::Peer;
-use super::xml::{self, Element};
+use crate::aws::xml::{self, Element};
+use crate::aws::{Aws, AwsError, Flavour, Request, encode};
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
 
 /// Auto Scaling Query API version.
 pub const AUTOSCALING_VERSION: &str = "2011-01-01";
@@ -99,93 +100,32 @@ pub fn parse_static(list: &str) -> Result<Discovered, DiscoverError> {
     Ok(Discovered { peers, expected })
 }
 
-/// A signed Query API client for Auto Scaling and EC2.
-pub struct Aws {
-    http: reqwest::Client,
-    sdk: aws_config::SdkConfig,
-    region: String,
+/// The Auto Scaling and EC2 Query API calls of discovery, signed by
+/// [`crate::aws`].
+#[derive(Debug)]
+pub struct AwsDiscovery {
+    aws: Aws,
     autoscaling: String,
     ec2: String,
 }
 
-impl std::fmt::Debug for Aws {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aws")
-            .field("region", &self.region)
-            .field("autoscaling", &self.autoscaling)
-            .field("ec2", &self.ec2)
-            .finish_non_exhaustive()
+impl From<AwsError> for DiscoverError {
+    fn from(e: AwsError) -> Self {
+        match e {
+            AwsError::Config(m) => Self::Config(m),
+            AwsError::Unavailable(m) => Self::Unavailable(m),
+        }
     }
 }
 
-/// The endpoint of a service: its own variable, the SDK's endpoint URL
-/// (`AWS_ENDPOINT_URL`), else `https://<prefix>.<region>.amazonaws.com[.cn]`.
-fn endpoint(var: &str, sdk: Option<&str>, prefix: &str, region: &str) -> String {
-    let env = std::env::var(var).ok().filter(|v| !v.is_empty());
-    let e = env.or_else(|| sdk.map(str::to_string)).unwrap_or_else(|| {
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
-        format!("https://{prefix}.{region}.{suffix}")
-    });
-    if e.ends_with('/') { e } else { format!("{e}/") }
-}
-
-/// `application/x-www-form-urlencoded` value (RFC 3986 unreserved kept).
-fn form(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-impl Aws {
+impl AwsDiscovery {
     /// Credentials and region from the standard chain; endpoints from the environment.
     pub async fn load() -> Result<Self, DiscoverError> {
-        use aws_smithy_http_client::{Builder, tls};
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
-            .load()
-            .await;
-        let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
-            DiscoverError::Config("no AWS region (AWS_REGION or the instance's)".into())
-        })?;
-        let autoscaling = endpoint(
-            "AWS_ENDPOINT_URL_AUTO_SCALING",
-            sdk.endpoint_url(),
-            "autoscaling",
-            &region,
-        );
-        let ec2 = endpoint("AWS_ENDPOINT_URL_EC2", sdk.endpoint_url(), "ec2", &region);
-        for u in [&autoscaling, &ec2] {
-            let ok = reqwest::Url::parse(u)
-                .is_ok_and(|p| matches!(p.scheme(), "https" | "http") && p.host_str().is_some());
-            if !ok {
-                return Err(DiscoverError::Config(format!("invalid AWS endpoint {u:?}")));
-            }
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .user_agent(concat!("node-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DiscoverError::Config(e.to_string()))?;
+        let aws = Aws::load().await?;
+        let autoscaling = aws.endpoint("AWS_ENDPOINT_URL_AUTO_SCALING", "autoscaling")?;
+        let ec2 = aws.endpoint("AWS_ENDPOINT_URL_EC2", "ec2")?;
         Ok(Self {
-            http,
-            sdk,
-            region,
+            aws,
             autoscaling,
             ec2,
         })
@@ -197,8 +137,6 @@ impl Aws {
         service: &str,
         params: &[(String, String)],
     ) -> Result<Element, DiscoverError> {
-        use aws_credential_types::provider::ProvideCredentials as _;
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let (url, version) = match service {
             "autoscaling" => (&self.autoscaling, AUTOSCALING_VERSION),
             _ => (&self.ec2, EC2_VERSION),
@@ -210,68 +148,24 @@ impl Aws {
             .unwrap_or_default();
         let body = std::iter::once(("Version".to_string(), version.to_string()))
             .chain(params.iter().cloned())
-            .map(|(k, v)| format!("{}={}", form(&k), form(&v)))
+            .map(|(k, v)| format!("{}={}", encode(&k, false), encode(&v, false)))
             .collect::<Vec<_>>()
             .join("&");
-        let provider = self
-            .sdk
-            .credentials_provider()
-            .ok_or_else(|| DiscoverError::Config("no AWS credentials provider".into()))?;
-        let creds = provider.provide_credentials().await.map_err(|e| {
-            DiscoverError::Config(format!(
-                "no AWS credentials (environment, profile or instance metadata): {e}"
-            ))
-        })?;
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| DiscoverError::Config(format!("endpoint {url}: {e}")))?;
-        let host = match (parsed.host_str(), parsed.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => return Err(DiscoverError::Config(format!("endpoint {url} has no host"))),
-        };
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), host),
-            (
+        let req = Request {
+            method: "POST",
+            url,
+            headers: vec![(
                 "content-type".into(),
                 "application/x-www-form-urlencoded; charset=utf-8".into(),
-            ),
-        ];
-        let identity = creds.into();
-        let signing = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(service)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| DiscoverError::Config(format!("signing parameters: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .map_err(|e| DiscoverError::Config(format!("signing: {e}")))?;
-        let (instructions, _) = sign(signable, &signing)
-            .map_err(|e| DiscoverError::Config(format!("signing: {e}")))?
-            .into_parts();
-        for (k, v) in instructions.headers() {
-            headers.push((k.to_string(), v.to_string()));
-        }
-        let mut req = self.http.post(url.as_str()).body(body);
-        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
-            req = req.header(k, v);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| DiscoverError::Unavailable(format!("{action} at {url}: {e}")))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| DiscoverError::Unavailable(format!("{action} at {url}: {e}")))?;
+            )],
+            body: body.as_bytes(),
+        };
+        let resp = self
+            .aws
+            .send(&action, service, Flavour::Standard, &req)
+            .await?;
+        let status = resp.status;
+        let text = String::from_utf8_lossy(&resp.body);
         let root = xml::parse(&text);
         if (200..300).contains(&status) {
             return root.map_err(|e| DiscoverError::Unavailable(format!("{action}: {e}")));
@@ -508,32 +402,5 @@ mod tests {
                 ip: "10.0.0.1".parse().unwrap()
             }]
         );
-    }
-
-    #[test]
-    fn endpoints_default_to_the_region() {
-        assert_eq!(
-            endpoint("NODE_CLIENT_TEST_UNSET_VAR", None, "ec2", "eu-west-1"),
-            "https://ec2.eu-west-1.amazonaws.com/"
-        );
-        assert_eq!(
-            endpoint(
-                "NODE_CLIENT_TEST_UNSET_VAR",
-                None,
-                "autoscaling",
-                "cn-north-1"
-            ),
-            "https://autoscaling.cn-north-1.amazonaws.com.cn/"
-        );
-        assert_eq!(
-            endpoint(
-                "NODE_CLIENT_TEST_UNSET_VAR",
-                Some("http://127.0.0.1:5000"),
-                "ec2",
-                "x"
-            ),
-            "http://127.0.0.1:5000/"
-        );
-        assert_eq!(form("a b/="), "a%20b%2F%3D");
     }
 }

@@ -15,13 +15,10 @@
 pub mod discover;
 pub mod etcdctl;
 pub mod plan;
-pub mod xml;
 
-use discover::{Aws, DiscoverError, Discovered};
+use discover::{AwsDiscovery, DiscoverError, Discovered};
 use etcdctl::{Etcdctl, EtcdctlError};
 use plan::{Decision, Member, Peer, Settings, Situation, Step};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -115,38 +112,7 @@ pub fn move_data_aside(data_dir: &Path, now: i64) -> Result<PathBuf, JoinError> 
 /// Write `text` to `path` atomically with mode 0644 (temp file, fsync,
 /// rename, fsync the directory).
 pub fn write_env_file(path: &Path, text: &str) -> Result<(), JoinError> {
-    let err = |e: std::io::Error| JoinError::Write(format!("{}: {e}", path.display()));
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| JoinError::Config(format!("{} is not a file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode.
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    crate::store::write_public(path, text.as_bytes()).map_err(|e| JoinError::Write(e.to_string()))
 }
 
 fn unix_now() -> i64 {
@@ -202,7 +168,7 @@ async fn ask(ctl: &Etcdctl, me: &Peer, peers: &[Peer]) -> Result<Answer, JoinErr
 }
 
 /// Discovery, once.
-async fn discover(o: &Options, aws: Option<&Aws>) -> Result<Discovered, JoinError> {
+async fn discover(o: &Options, aws: Option<&AwsDiscovery>) -> Result<Discovered, JoinError> {
     match (&o.discovery, aws) {
         (Discovery::Static(list), _) => Ok(discover::parse_static(list)?),
         (Discovery::Aws { instance_id }, Some(aws)) => Ok(aws.peers(instance_id).await?),
@@ -242,7 +208,7 @@ async fn apply(o: &Options, endpoint: &str, steps: &[Step]) -> Result<(), JoinEr
 /// environment file. The settings written.
 pub async fn run(o: &Options) -> Result<Settings, JoinError> {
     let aws = match &o.discovery {
-        Discovery::Aws { .. } => Some(Aws::load().await?),
+        Discovery::Aws { .. } => Some(AwsDiscovery::load().await?),
         Discovery::Static(_) => None,
     };
     let deadline = Instant::now() + o.wait;
@@ -297,7 +263,7 @@ fn rand_unit() -> f64 {
 }
 
 /// One round: discover, ask, decide; changes are applied here.
-async fn round(o: &Options, aws: Option<&Aws>) -> Result<Decision, JoinError> {
+async fn round(o: &Options, aws: Option<&AwsDiscovery>) -> Result<Decision, JoinError> {
     let d = discover(o, aws).await?;
     match d.peers.iter().find(|p| p.ip == o.me.ip) {
         Some(p) if p.name != o.me.name => {

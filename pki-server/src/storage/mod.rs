@@ -16,7 +16,7 @@ pub mod conformance;
 
 pub use file::FileStorage;
 pub use memory::MemoryStorage;
-pub use s3::S3Storage;
+pub use s3::{S3Storage, client as s3_client};
 
 use async_trait::async_trait;
 use std::fmt;

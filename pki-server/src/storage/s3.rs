@@ -42,15 +42,21 @@ fn status_of<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Opti
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// An S3 client on `sdk`, path-style whenever a custom endpoint is set
+/// (moto, MinIO and VPC endpoints need it).
+pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+        b = b.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
 impl S3Storage {
     /// A backend on `bucket` under `prefix` (empty or ending in `/`).
     pub fn new(sdk: &aws_config::SdkConfig, bucket: &str, prefix: &str) -> Self {
-        let mut b = aws_sdk_s3::config::Builder::from(sdk);
-        if sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
-            b = b.force_path_style(true);
-        }
         Self {
-            client: aws_sdk_s3::Client::from_conf(b.build()),
+            client: client(sdk),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
         }

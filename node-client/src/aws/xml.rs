@@ -1,7 +1,7 @@
 //! A small element tree over quick-xml, enough for the EC2 and Auto Scaling
-//! Query API answers: element local names (namespaces dropped), their text,
-//! their children in order. Attributes, comments and processing instructions
-//! are skipped.
+//! Query API answers and S3's error documents: element local names
+//! (namespaces dropped), their text, their children in order. Attributes,
+//! comments and processing instructions are skipped.
 
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;

@@ -187,14 +187,10 @@ struct Identity {
     /// Do not run reload commands.
     #[arg(long = "no-reload")]
     no_reload: bool,
-    /// Set a profile variable, `NAME=VALUE` (repeat, or comma-separated in
-    /// NODE_CLIENT_VARS), e.g. `api_dns=api.prod.internal`.
-    #[arg(
-        long = "var",
-        value_name = "NAME=VALUE",
-        env = "NODE_CLIENT_VARS",
-        value_delimiter = ','
-    )]
+    /// Set a profile variable, `NAME=VALUE` (repeat), e.g.
+    /// `api_dns=api.prod.internal`; applied after NODE_CLIENT_VARS
+    /// (comma-separated `NAME=VALUE` list), so it overrides one name only.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
 }
 
@@ -469,9 +465,15 @@ struct Prepared {
     opts: Options,
 }
 
-fn prepare(id: &Identity) -> Result<Prepared, String> {
-    let mut profile = load_profile(id.profile.as_deref())?;
-    for v in id.vars.iter().filter(|v| !v.trim().is_empty()) {
+/// The settings file's `NODE_CLIENT_VARS` list first, then each `--var` over
+/// it by name (a clap `env` default would drop the whole list as soon as one
+/// `--var` is given on the command line).
+fn apply_vars(profile: &mut Profile, env_list: &str, flags: &[String]) -> Result<(), String> {
+    for v in env_list
+        .split(',')
+        .chain(flags.iter().map(String::as_str))
+        .filter(|v| !v.trim().is_empty())
+    {
         let (k, val) = v
             .split_once('=')
             .ok_or_else(|| format!("--var {v:?}: expected NAME=VALUE"))?;
@@ -479,6 +481,16 @@ fn prepare(id: &Identity) -> Result<Prepared, String> {
             .override_var(k.trim(), val.trim())
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn prepare(id: &Identity) -> Result<Prepared, String> {
+    let mut profile = load_profile(id.profile.as_deref())?;
+    apply_vars(
+        &mut profile,
+        &std::env::var("NODE_CLIENT_VARS").unwrap_or_default(),
+        &id.vars,
+    )?;
     let name = id.node_name.clone().unwrap_or_else(host_name);
     if name.is_empty() {
         return Err("no node name: give --node-name".into());
@@ -965,5 +977,62 @@ async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
             tries, 1_000, 15_000, 0.5,
         )))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker_server(p: &Profile) -> String {
+        let node = Node {
+            cluster: "c".into(),
+            name: "n1".into(),
+            ips: vec![],
+            pki_dir: "/pki".into(),
+        };
+        p.requests("worker", &node)
+            .unwrap()
+            .iter()
+            .find_map(|r| r.kubeconfig.as_ref().map(|k| k.server.clone()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_flag_overrides_one_name_of_the_settings_list_and_typos_are_refused() {
+        let mut p = Profile::embedded().unwrap();
+        apply_vars(
+            &mut p,
+            "api_dns=api.env.example,cluster_domain=env.example",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(worker_server(&p), "https://api.env.example:6443");
+        // One --var: the rest of the list stays.
+        let mut p = Profile::embedded().unwrap();
+        apply_vars(
+            &mut p,
+            "api_dns=api.env.example,kubernetes_service_ip=172.20.0.1",
+            &["api_dns=api.flag.example".into()],
+        )
+        .unwrap();
+        assert_eq!(worker_server(&p), "https://api.flag.example:6443");
+        let node = Node {
+            cluster: "c".into(),
+            name: "n1".into(),
+            ips: vec![],
+            pki_dir: "/pki".into(),
+        };
+        let api = p
+            .requests("controller", &node)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.file == "apiserver")
+            .unwrap();
+        assert!(api.ip_sans.contains(&"172.20.0.1".parse().unwrap()));
+        let mut p = Profile::embedded().unwrap();
+        assert!(apply_vars(&mut p, "api_dsn=x", &[]).is_err());
+        assert!(apply_vars(&mut p, "", &["no-equals".into()]).is_err());
+        assert!(apply_vars(&mut p, "", &[]).is_ok());
     }
 }

@@ -18,8 +18,10 @@ use zeroize::Zeroizing;
 /// `pki-server server`.
 pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     // Before anything can be asked of the server: a SIGTERM during start-up
-    // then shuts it down cleanly instead of killing it.
+    // then ends the start-up cleanly instead of killing the process (or being
+    // held until the server serves).
     let shutdown = crate::server::shutdown_signal();
+    tokio::pin!(shutdown);
     // --dev without --dev-dir uses a temporary directory removed at exit.
     let mut _tmp = None;
     let dev_dir = if args.dev {
@@ -39,14 +41,21 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     };
     let cfg = ServerConfig::from_args(&args, dev_dir.as_ref().map(|d| d.join("storage")))?;
     let tls = crate::server::tls_config(&cfg)?;
-    let state = crate::server::build_state(&cfg).await?;
+    let state = tokio::select! {
+        r = crate::server::build_state(&cfg) => r?,
+        () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(dir) = &dev_dir {
-        let creds = crate::server::dev_init(&state, &dir.join("unseal-key")).await?;
+        let key_file = dir.join("unseal-key");
+        let creds = tokio::select! {
+            r = crate::server::dev_init(&state, &key_file) => r?,
+            () = &mut shutdown => return Ok(ExitCode::SUCCESS),
+        };
         println!(
             "pki-server dev mode: initialised and unsealed, storage in {}",
             dir.display()

@@ -185,8 +185,10 @@ pub async fn publish(
             if !matches!(status, Some(403 | 404)) {
                 bail!("reading {to}: {}", sdk_error(&e));
             }
-            // 403: the role may put but not read (or list): compare nothing, put.
-            tracing::warn!(object = %to, status = ?status, "cannot read the published CA; writing it");
+            // 403: not published yet to a role without s3:ListBucket (S3
+            // answers 403, not 404), or a role that may put but not read:
+            // compare nothing, put.
+            tracing::info!(object = %to, status = ?status, "cannot read the published CA; writing it");
         }
     }
     s3.put_object()

@@ -210,6 +210,10 @@ impl Aws {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("node-client/", env!("CARGO_PKG_VERSION")))
+            // A signed request is never re-sent elsewhere: a redirect would
+            // carry the x-amz-* headers (session token) to another host and
+            // fail its signature there anyway. Redirects are answers.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AwsError::Config(e.to_string()))?;
         Ok(Self { http, sdk, region })

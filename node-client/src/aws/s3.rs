@@ -136,7 +136,8 @@ pub fn answer(location: &Location, status: u16, body: Vec<u8>) -> Result<Vec<u8>
     let location = location.to_string();
     match status {
         404 => Err(GetError::Missing(location)),
-        s if s >= 500 || s == 429 || TRANSIENT_CODES.contains(&code.as_str()) => Err(
+        // 307: S3's temporary redirect while a new bucket's DNS settles.
+        s if s >= 500 || s == 429 || s == 307 || TRANSIENT_CODES.contains(&code.as_str()) => Err(
             GetError::Unavailable(format!("GetObject {location}: {s} {code} {message}")),
         ),
         s => Err(GetError::Refused {

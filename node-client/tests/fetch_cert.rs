@@ -334,7 +334,10 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
         let dirs: Vec<PathBuf> = (0..3).map(|i| nodes.join(format!("etcd-{i}"))).collect();
         std::thread::spawn(move || {
             let mut seen: Vec<Vec<inspect::CertInfo>> = vec![Vec::new(); 3];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
+                // One more poll after the stop: the caller stops as soon as it
+                // saw the change, which this loop may not have polled yet.
+                let last = stop.load(std::sync::atomic::Ordering::SeqCst);
                 for (d, s) in dirs.iter().zip(seen.iter_mut()) {
                     let c = inspect::cert_info(
                         &std::fs::read(d.join("etcd-member.crt")).unwrap_or_default(),
@@ -344,6 +347,9 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
                     {
                         s.push(c);
                     }
+                }
+                if last {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -446,7 +452,7 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
             // (etcd's start-up may take longer than their lifetime): each
             // new one was issued (notBefore + the roles' 30 s backdate)
             // before the one it replaced expired.
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
             let seen = watcher.join().unwrap();
             for (i, certs) in seen.iter().enumerate() {
                 assert!(certs.len() >= 2, "etcd-{i}: no renewal seen");

@@ -831,24 +831,17 @@ impl Profile {
         ] {
             ensure!(!writes(p), "{}: may write {p}", n.name);
         }
+        // No identity may mint another (operators included: a token with
+        // a node's metadata would be that node).
         for other in &self.node_roles {
             let p = format!("auth/token/create/{cluster}-{}", other.name);
-            if writes(&p) {
-                ensure!(
-                    n.name == "operator" && other.name != "operator",
-                    "{}: may create {} tokens",
-                    n.name,
-                    other.name
-                );
-            }
+            ensure!(!writes(&p), "{}: may create {} tokens", n.name, other.name);
         }
-        if n.name != "operator" {
-            ensure!(
-                !acl.capabilities("auth/token/create").allows(Caps::SUDO),
-                "{}: sudo on auth/token/create",
-                n.name
-            );
-        }
+        ensure!(
+            !acl.capabilities("auth/token/create").allows(Caps::SUDO),
+            "{}: sudo on auth/token/create",
+            n.name
+        );
         Ok(())
     }
 
@@ -991,6 +984,10 @@ fn validate_role(m: &Mount, r: &PkiRole) -> anyhow::Result<()> {
         ensure!(str_list(r.fields.get(k)).is_empty(), "{k} must be empty");
     }
     ensure!(
+        str_list(r.fields.get("cn_validations")) == ["hostname"],
+        "cn_validations must be [\"hostname\"] (no email-form names)"
+    );
+    ensure!(
         matches!(r.fields.get("organization"), Some(toml::Value::Array(_))),
         "organization must be set on the role (an empty list for none)"
     );
@@ -1056,6 +1053,7 @@ client_flag = true
 organization = []
 use_csr_common_name = false
 use_csr_sans = false
+cn_validations = ["hostname"]
 [[node_roles]]
 name = "worker"
 description = "w"

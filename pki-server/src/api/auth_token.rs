@@ -185,7 +185,7 @@ pub async fn handle(
                 if head == "revoke" {
                     token::revoke(barrier, &e.hash).await?;
                 } else {
-                    token::revoke_orphan(barrier, &e.hash, now).await?;
+                    token::revoke_orphan(barrier, &e.hash).await?;
                 }
             }
             Ok(Reply::NoContent)
@@ -374,12 +374,28 @@ async fn create(
             "root or sudo privileges required to create periodic token",
         ));
     }
+    // What the caller asks for never reaches past the token role (or, with
+    // no role, the system maximum), however privileged the caller is.
+    let nonzero = |v: u64| (v > 0).then_some(v);
+    let period_cap = role
+        .as_ref()
+        .and_then(|r| nonzero(r.token_period).or(nonzero(r.token_max_ttl)))
+        .unwrap_or(SYSTEM_MAX_TTL);
     let period = period
+        .map(|p| p.min(period_cap))
         .or(role.as_ref().map(|r| r.token_period).filter(|p| *p > 0))
         .unwrap_or(0);
-    let explicit_max_ttl = secs(params::duration(d, "explicit_max_ttl")?)
-        .or(role.as_ref().map(|r| r.token_explicit_max_ttl))
-        .unwrap_or(0);
+    let role_explicit = role
+        .as_ref()
+        .and_then(|r| nonzero(r.token_explicit_max_ttl));
+    let explicit_max_ttl = match (
+        secs(params::duration(d, "explicit_max_ttl")?),
+        role_explicit,
+    ) {
+        (Some(asked), Some(cap)) if asked == 0 || asked > cap => cap,
+        (Some(asked), _) => asked,
+        (None, cap) => cap.unwrap_or(0),
+    };
     let mut ttl = secs(params::duration(d, "ttl")?.filter(|t| !t.is_zero()))
         .or(role.as_ref().map(|r| r.token_ttl).filter(|t| *t > 0))
         .unwrap_or(if is_root_token { 0 } else { SYSTEM_MAX_TTL });
@@ -468,31 +484,54 @@ async fn roles(barrier: &Barrier, name: &str, req: &Request) -> Result<Reply, Ap
             let d = &req.data;
             let dur =
                 |k: &str| -> Result<Option<u64>, ApiError> { Ok(secs(params::duration(d, k)?)) };
-            let r = TokenRole {
-                allowed_policies: params::list(d, "allowed_policies")?.unwrap_or_default(),
-                disallowed_policies: params::list(d, "disallowed_policies")?.unwrap_or_default(),
-                orphan: params::boolean(d, "orphan")?.unwrap_or(false),
-                renewable: params::boolean(d, "renewable")?.unwrap_or(true),
-                token_period: dur("token_period")?.or(dur("period")?).unwrap_or(0),
-                token_ttl: dur("token_ttl")?.unwrap_or(0),
-                token_max_ttl: dur("token_max_ttl")?.unwrap_or(0),
-                token_explicit_max_ttl: dur("token_explicit_max_ttl")?
-                    .or(dur("explicit_max_ttl")?)
-                    .unwrap_or(0),
-                token_num_uses: match params::int(d, "token_num_uses")? {
-                    Some(n) => u32::try_from(n).map_err(|_| {
+            // Fields not given keep their stored value (Vault's update), so
+            // two writers of different fields both land (compare-and-swap).
+            let allowed = params::list(d, "allowed_policies")?;
+            let disallowed = params::list(d, "disallowed_policies")?;
+            let orphan = params::boolean(d, "orphan")?;
+            let renewable = params::boolean(d, "renewable")?;
+            let period = dur("token_period")?.or(dur("period")?);
+            let ttl = dur("token_ttl")?;
+            let max_ttl = dur("token_max_ttl")?;
+            let explicit = dur("token_explicit_max_ttl")?.or(dur("explicit_max_ttl")?);
+            let num_uses =
+                match params::int(d, "token_num_uses")? {
+                    Some(n) => Some(u32::try_from(n).map_err(|_| {
                         ApiError::bad_request("token_num_uses must be non-negative")
-                    })?,
-                    None => 0,
-                },
-                path_suffix: params::string(d, "path_suffix")?.unwrap_or("").to_string(),
-            };
-            if r.token_max_ttl > 0 && r.token_ttl > r.token_max_ttl {
-                return Err(ApiError::bad_request(
-                    "\"token_ttl\" value must be less than \"token_max_ttl\" value",
-                ));
-            }
-            token::put_role(barrier, name, &r).await?;
+                    })?),
+                    None => None,
+                };
+            let suffix = params::string(d, "path_suffix")?.map(str::to_string);
+            token::update_role(barrier, name, |cur| {
+                let mut r = cur.unwrap_or(TokenRole {
+                    renewable: true,
+                    ..Default::default()
+                });
+                let set = |f: &mut u64, v: Option<u64>| *f = v.unwrap_or(*f);
+                if let Some(v) = &allowed {
+                    r.allowed_policies = v.clone();
+                }
+                if let Some(v) = &disallowed {
+                    r.disallowed_policies = v.clone();
+                }
+                r.orphan = orphan.unwrap_or(r.orphan);
+                r.renewable = renewable.unwrap_or(r.renewable);
+                set(&mut r.token_period, period);
+                set(&mut r.token_ttl, ttl);
+                set(&mut r.token_max_ttl, max_ttl);
+                set(&mut r.token_explicit_max_ttl, explicit);
+                r.token_num_uses = num_uses.unwrap_or(r.token_num_uses);
+                if let Some(v) = &suffix {
+                    r.path_suffix = v.clone();
+                }
+                if r.token_max_ttl > 0 && r.token_ttl > r.token_max_ttl {
+                    return Err(ApiError::bad_request(
+                        "\"token_ttl\" value must be less than \"token_max_ttl\" value",
+                    ));
+                }
+                Ok(r)
+            })
+            .await?;
             Ok(Reply::NoContent)
         }
         Operation::Delete => {

@@ -160,7 +160,15 @@ impl From<crate::auth::aws::AwsError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::internal(e)
+        match e {
+            // Lost every compare-and-swap retry: nothing was written; the
+            // caller may simply try again.
+            StorageError::Contended(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                errors: vec![e.to_string()],
+            },
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -151,8 +151,18 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         if !caps.allows(need) || (sudo && !caps.allows(crate::auth::policy::Caps::SUDO)) {
             return Err(ApiError::permission_denied());
         }
+        // allowed/denied/required_parameters, checked before any handler.
+        if matches!(req.op, Operation::Read | Operation::Update)
+            && !acl.parameters_allowed(&acl_path, &req.data)
+        {
+            return Err(ApiError::permission_denied());
+        }
     }
-    crate::auth::token::spend_use(barrier.as_ref(), &entry).await?;
+    // A limited-use token is spent by compare-and-swap before the handler
+    // runs: concurrent requests get exactly the uses it has left.
+    if !crate::auth::token::spend_use(barrier.as_ref(), &entry).await? {
+        return Err(ApiError::invalid_token());
+    }
     req.metadata = entry.meta.clone();
     let caller = crate::audit::Caller {
         token: Some(token.clone()),

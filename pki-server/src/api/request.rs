@@ -87,6 +87,37 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Decode a request path once, as Go's `net/http` (and so Vault) does before
+/// routing: `%XX` becomes its byte (`%2F` a `/`), `+` stays `+`. Malformed
+/// escapes, invalid UTF-8 and control characters are refused (400), so the
+/// ACL check and the router always see the same, plain path.
+fn decode_path(raw: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::bad_request(format!("invalid request path: {why}"));
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(|_| b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+                .ok_or_else(|| bad("malformed percent-encoding"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| bad("not UTF-8"))?;
+    if s.chars().any(char::is_control) {
+        return Err(bad("control character"));
+    }
+    Ok(s)
+}
+
 fn token_from(headers: &HeaderMap) -> Option<String> {
     if let Some(t) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
         let t = t.trim();
@@ -111,6 +142,7 @@ impl Request {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Self, ApiError> {
+        let path = decode_path(path)?;
         let rest = path
             .strip_prefix("/v1/")
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unsupported path"))?;
@@ -213,6 +245,38 @@ mod tests {
         assert!(parse("PUT", "/v1/a", None, "{").is_err());
         assert!(parse("PUT", "/v1/a", None, "[1]").is_err());
         assert!(parse("PUT", "/v1/a", None, "  ").unwrap().data.is_empty());
+    }
+
+    #[test]
+    fn paths_are_decoded_once_before_routing() {
+        let path = |p: &str| parse("GET", p, None, "").map(|r| r.path);
+        // hvac's read_certificate: colons percent-encoded.
+        assert_eq!(
+            path("/v1/pki/cert/0a%3A1b%3Ac2").unwrap(),
+            "pki/cert/0a:1b:c2"
+        );
+        assert_eq!(path("/v1/pki%2Fcert/x").unwrap(), "pki/cert/x");
+        assert_eq!(path("/v1/a+b").unwrap(), "a+b");
+        assert_eq!(path("/v1/%2525").unwrap(), "%25", "decoded once, not twice");
+        // What decoding reveals is checked like the plain form.
+        for p in [
+            "/v1/a/%2e%2e/b",
+            "/v1/a/%2E%2E/sys",
+            "/v1/a%2F%2Fb",
+            "/v1/a/%2e",
+        ] {
+            assert_eq!(path(p).unwrap_err().status, StatusCode::NOT_FOUND, "{p}");
+        }
+        for p in [
+            "/v1/a%zz",
+            "/v1/a%4",
+            "/v1/a%",
+            "/v1/a%ff",
+            "/v1/a%00b",
+            "/v1/a%0a",
+        ] {
+            assert_eq!(path(p).unwrap_err().status, StatusCode::BAD_REQUEST, "{p}");
+        }
     }
 
     #[test]

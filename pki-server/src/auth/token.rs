@@ -7,12 +7,13 @@
 //! `sys/token/accessor/<accessor>` → hash, `sys/token/parent/<hash>/<child hash>`,
 //! `sys/token/roles/<name>`.
 
-use crate::storage::{self, Condition, Storage, StorageError};
+use crate::storage::{self, Condition, Storage, StorageError, Update};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
 /// Vault's system default and maximum token TTL (768h).
@@ -69,6 +70,11 @@ pub struct TokenEntry {
     /// This token's own hash key (not a secret: a keyed hash).
     #[serde(default)]
     pub hash: String,
+    /// Revoked: set by compare-and-swap before anything of the token is
+    /// deleted, so no concurrent write can bring it back; such an entry reads
+    /// as absent and is finished off (deleted) by whoever sees it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 impl TokenEntry {
@@ -169,6 +175,25 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(v).map_err(|e| StorageError::Backend(e.to_string()))
 }
 
+fn parse_entry(raw: &[u8]) -> Result<TokenEntry, StorageError> {
+    serde_json::from_slice(raw)
+        .map_err(|e| StorageError::Backend(format!("corrupt token entry: {e}")))
+}
+
+fn entry_key(h: &str) -> String {
+    format!("{}{h}", storage::TOKEN_PREFIX)
+}
+
+/// Bumped (after the revocation mark is stored) by every revocation in this
+/// process, whatever the path: API revoke, parent cascade, expiry on lookup,
+/// tidy, last use. [`TokenCache`] drops everything it holds when this moves,
+/// and never caches a lookup that overlapped a revocation.
+static REVOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn revocations() -> u64 {
+    REVOCATIONS.load(Ordering::SeqCst)
+}
+
 /// What a new token should be.
 #[derive(Debug, Clone, Default)]
 pub struct NewToken {
@@ -225,20 +250,45 @@ pub async fn create(
         renewable: t.renewable && ttl > 0,
         role: t.role,
         hash: h.clone(),
+        revoked: false,
     };
-    barrier
-        .put(&format!("{}{h}", storage::TOKEN_PREFIX), &json(&entry)?)
-        .await?;
-    barrier
-        .put(
-            &format!("{ACCESSOR_PREFIX}{}", entry.accessor),
-            h.as_bytes(),
-        )
-        .await?;
+    // The child link first: a parent revoked from here on finds it and
+    // revokes this token with it.
     if let Some(p) = &t.parent {
+        // Unconditional put is safe: the link's value is empty and only ever
+        // created here or deleted; rewriting it changes nothing.
         barrier.put(&format!("{PARENT_PREFIX}{p}/{h}"), b"").await?;
     }
+    let accessor_key = format!("{ACCESSOR_PREFIX}{}", entry.accessor);
+    if !barrier
+        .put_if(&entry_key(&h), &json(&entry)?, Condition::Absent)
+        .await?
+        || !barrier
+            .put_if(&accessor_key, h.as_bytes(), Condition::Absent)
+            .await?
+    {
+        // 192 random bits collided: refuse rather than overwrite.
+        return Err(StorageError::Backend("token identifier collision".into()));
+    }
+    // A parent revoked while this token was being written may have missed the
+    // link: if the parent is gone now, so is this token.
+    if let Some(p) = &t.parent
+        && !live(barrier, p).await?
+    {
+        revoke(barrier, &h).await?;
+        return Err(StorageError::Backend(
+            "the parent token was revoked while this token was created".into(),
+        ));
+    }
     Ok((token, entry))
+}
+
+/// Whether an entry is stored for `h` and not marked revoked (expiry aside).
+async fn live(barrier: &dyn Storage, h: &str) -> Result<bool, StorageError> {
+    match barrier.get(&entry_key(h)).await? {
+        None => Ok(false),
+        Some(e) => Ok(!parse_entry(&e.value)?.revoked),
+    }
 }
 
 /// The root token made at init.
@@ -265,15 +315,11 @@ pub async fn by_hash(
     h: &str,
     now: i64,
 ) -> Result<Option<TokenEntry>, StorageError> {
-    let Some(e) = barrier
-        .get(&format!("{}{h}", storage::TOKEN_PREFIX))
-        .await?
-    else {
+    let Some(e) = barrier.get(&entry_key(h)).await? else {
         return Ok(None);
     };
-    let entry: TokenEntry = serde_json::from_slice(&e.value)
-        .map_err(|e| StorageError::Backend(format!("corrupt token entry: {e}")))?;
-    if entry.expired(now) {
+    let entry = parse_entry(&e.value)?;
+    if entry.revoked || entry.expired(now) {
         revoke(barrier, h).await?;
         return Ok(None);
     }
@@ -315,6 +361,8 @@ struct CacheInner {
     /// Bumped by every clear: a lookup that began before a clear must not
     /// insert what it read (the token may have been revoked meanwhile).
     epoch: u64,
+    /// [`REVOCATIONS`] when `entries` were last known to be current.
+    revocations: u64,
     salt: Zeroizing<Vec<u8>>,
     entries: std::collections::HashMap<String, TokenEntry>,
 }
@@ -340,10 +388,14 @@ impl TokenCache {
         if token.is_empty() || token.len() > 256 {
             return Ok(None);
         }
+        let revoked_before = revocations();
         let (cached_salt, epoch) = {
             let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
             let epoch = g.as_ref().map_or(0, |c| c.epoch);
-            let salt = match g.as_ref().filter(|c| c.generation == generation) {
+            let current = |c: &&CacheInner| c.generation == generation;
+            let salt = match g.as_ref().filter(current) {
+                // A revocation since these entries were cached: use none of them.
+                Some(c) if c.revocations != revoked_before => Some(c.salt.clone()),
                 Some(c) => {
                     if let Some(e) = c
                         .entries
@@ -370,12 +422,19 @@ impl TokenCache {
             None => g.insert(CacheInner {
                 generation,
                 epoch,
+                revocations: revoked_before,
                 salt,
                 entries: Default::default(),
             }),
         };
+        let revoked_now = revocations();
+        if c.revocations != revoked_now {
+            c.entries.clear();
+            c.revocations = revoked_now;
+        }
         match &entry {
-            Some(e) if e.num_uses == 0 && c.epoch == epoch => {
+            // Cached only when no revocation and no clear overlapped the read.
+            Some(e) if e.num_uses == 0 && c.epoch == epoch && revoked_now == revoked_before => {
                 if c.entries.len() >= CACHE_MAX {
                     c.entries.clear();
                 }
@@ -397,6 +456,7 @@ impl TokenCache {
             .as_mut()
         {
             c.entries.clear();
+            c.epoch += 1;
         }
     }
 }
@@ -416,24 +476,47 @@ pub async fn lookup_accessor(
     }
 }
 
-/// Count one use of a limited-use token; the last use revokes it (the request
-/// that used it still proceeds, as in Vault).
-pub async fn spend_use(barrier: &dyn Storage, entry: &TokenEntry) -> Result<(), StorageError> {
-    match entry.num_uses {
-        0 => Ok(()),
-        1 => revoke(barrier, &entry.hash).await,
-        n => {
-            let mut e = entry.clone();
-            e.num_uses = n - 1;
-            barrier
-                .put(&format!("{}{}", storage::TOKEN_PREFIX, e.hash), &json(&e)?)
-                .await
+/// Count one use of a limited-use token, by compare-and-swap on the stored
+/// entry: of any number of concurrent requests, exactly `num_uses` get `true`.
+/// The last use revokes the token (the request that used it still proceeds,
+/// as in Vault). `false`: the token is used up or revoked; refuse the request.
+pub async fn spend_use(barrier: &dyn Storage, entry: &TokenEntry) -> Result<bool, StorageError> {
+    if entry.num_uses == 0 {
+        return Ok(true);
+    }
+    let spent = storage::update::<_, StorageError>(barrier, &entry_key(&entry.hash), |raw| {
+        let Some(raw) = raw else {
+            return Ok(Update::Keep(None));
+        };
+        let mut e = parse_entry(raw)?;
+        match e.num_uses {
+            _ if e.revoked => Ok(Update::Keep(None)),
+            0 => Ok(Update::Keep(Some(false))),
+            n => {
+                e.num_uses = n - 1;
+                let last = n == 1;
+                e.revoked = last;
+                Ok(Update::Write(json(&e)?, Some(last)))
+            }
+        }
+    })
+    .await?;
+    match spent {
+        None => Ok(false),
+        Some(false) => Ok(true),
+        Some(true) => {
+            // This request took the last use and stored the revocation mark.
+            REVOCATIONS.fetch_add(1, Ordering::SeqCst);
+            revoke(barrier, &entry.hash).await?;
+            Ok(true)
         }
     }
 }
 
 /// Renew: extend by `increment` (or the creation TTL), capped by the explicit
 /// max TTL and the system maximum from creation; periodic tokens get their period.
+/// Computed from the entry as stored now and written by compare-and-swap, so
+/// a revocation or use that raced it is never undone.
 pub async fn renew(
     barrier: &dyn Storage,
     entry: &TokenEntry,
@@ -444,38 +527,52 @@ pub async fn renew(
         // A non-expiring (root) token: nothing to extend.
         return Ok(entry.clone());
     }
-    if !entry.renewable {
+    storage::update(barrier, &entry_key(&entry.hash), |raw| {
+        let Some(raw) = raw else {
+            return Err(TokenError::Denied);
+        };
+        let mut e = parse_entry(raw)?;
+        if e.revoked || e.expired(now) {
+            return Err(TokenError::Denied);
+        }
+        e.expire_time = Some(now + i64::try_from(renewal(&e, increment, now)?).unwrap_or(0));
+        Ok(Update::Write(json(&e)?, e))
+    })
+    .await
+}
+
+/// How long a renewal at `now` extends `e` (seconds).
+fn renewal(e: &TokenEntry, increment: Option<u64>, now: i64) -> Result<u64, TokenError> {
+    if !e.renewable {
         return Err(TokenError::Bad("token is not renewable".into()));
     }
-    let mut want = if entry.period > 0 {
-        entry.period
+    let mut want = if e.period > 0 {
+        e.period
     } else {
-        increment.filter(|i| *i > 0).unwrap_or(entry.creation_ttl)
+        increment.filter(|i| *i > 0).unwrap_or(e.creation_ttl)
     };
-    let age = u64::try_from(now - entry.creation_time).unwrap_or(0);
-    if entry.period == 0 {
-        let cap = if entry.explicit_max_ttl > 0 {
-            entry.explicit_max_ttl.min(SYSTEM_MAX_TTL)
+    let age = u64::try_from(now - e.creation_time).unwrap_or(0);
+    if e.period == 0 {
+        let cap = if e.explicit_max_ttl > 0 {
+            e.explicit_max_ttl.min(SYSTEM_MAX_TTL)
         } else {
             SYSTEM_MAX_TTL
         };
         want = want.min(cap.saturating_sub(age));
-    } else if entry.explicit_max_ttl > 0 {
-        want = want.min(entry.explicit_max_ttl.saturating_sub(age));
+    } else if e.explicit_max_ttl > 0 {
+        want = want.min(e.explicit_max_ttl.saturating_sub(age));
     }
-    let mut e = entry.clone();
-    e.expire_time = Some(now + i64::try_from(want).unwrap_or(0));
-    barrier
-        .put(&format!("{}{}", storage::TOKEN_PREFIX, e.hash), &json(&e)?)
-        .await?;
-    Ok(e)
+    Ok(want)
 }
 
 /// Revoke a token and, recursively, its children.
 pub async fn revoke(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> {
+    // Mark first, top-down: from here on no request authenticates with any of
+    // these tokens and no write can bring one back. Then delete, bottom-up.
     let mut stack = vec![h.to_string()];
     let mut order = Vec::new();
     while let Some(cur) = stack.pop() {
+        mark_revoked(barrier, &cur).await?;
         for child in barrier.list(&format!("{PARENT_PREFIX}{cur}/")).await? {
             stack.push(child.trim_end_matches('/').to_string());
         }
@@ -487,16 +584,42 @@ pub async fn revoke(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> 
     Ok(())
 }
 
+/// Store the revocation mark on `h`'s entry (compare-and-swap; a no-op when
+/// absent or already marked), then tell every token cache.
+async fn mark_revoked(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> {
+    storage::update::<_, StorageError>(barrier, &entry_key(h), |raw| {
+        let Some(raw) = raw else {
+            return Ok(Update::Keep(()));
+        };
+        let mut e = parse_entry(raw)?;
+        if e.revoked {
+            return Ok(Update::Keep(()));
+        }
+        e.revoked = true;
+        Ok(Update::Write(json(&e)?, ()))
+    })
+    .await?;
+    REVOCATIONS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
 /// Revoke a token but keep its children, which become orphans.
-pub async fn revoke_orphan(barrier: &dyn Storage, h: &str, now: i64) -> Result<(), StorageError> {
+pub async fn revoke_orphan(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> {
+    mark_revoked(barrier, h).await?;
     for child in barrier.list(&format!("{PARENT_PREFIX}{h}/")).await? {
-        if let Some(mut e) = by_hash(barrier, &child, now).await? {
+        storage::update(barrier, &entry_key(&child), |raw| {
+            let Some(raw) = raw else {
+                return Ok::<_, StorageError>(Update::Keep(()));
+            };
+            let mut e = parse_entry(raw)?;
+            if e.revoked || e.parent.is_none() {
+                return Ok(Update::Keep(()));
+            }
             e.parent = None;
             e.orphan = true;
-            barrier
-                .put(&format!("{}{child}", storage::TOKEN_PREFIX), &json(&e)?)
-                .await?;
-        }
+            Ok(Update::Write(json(&e)?, ()))
+        })
+        .await?;
         barrier
             .delete(&format!("{PARENT_PREFIX}{h}/{child}"))
             .await?;
@@ -504,10 +627,13 @@ pub async fn revoke_orphan(barrier: &dyn Storage, h: &str, now: i64) -> Result<(
     delete_one(barrier, h).await
 }
 
+/// Delete a token's records. Only called once the entry is marked revoked
+/// (or is gone), so no concurrent writer re-creates any of them: the deletes
+/// are unconditional.
 async fn delete_one(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> {
-    let key = format!("{}{h}", storage::TOKEN_PREFIX);
+    let key = entry_key(h);
     if let Some(e) = barrier.get(&key).await?
-        && let Ok(entry) = serde_json::from_slice::<TokenEntry>(&e.value)
+        && let Ok(entry) = parse_entry(&e.value)
     {
         barrier
             .delete(&format!("{ACCESSOR_PREFIX}{}", entry.accessor))
@@ -524,18 +650,17 @@ async fn delete_one(barrier: &dyn Storage, h: &str) -> Result<(), StorageError> 
     barrier.delete(&key).await
 }
 
-/// Remove every expired token (and its children). Returns how many were removed.
+/// Remove every expired token (and its children) and finish any revocation
+/// that stopped half-way. Returns how many were removed.
 pub async fn tidy(barrier: &dyn Storage, now: i64) -> Result<usize, StorageError> {
     let mut n = 0;
     for h in barrier.list(storage::TOKEN_PREFIX).await? {
         if h.ends_with('/') {
             continue;
         }
-        if let Some(e) = barrier
-            .get(&format!("{}{h}", storage::TOKEN_PREFIX))
-            .await?
-            && let Ok(entry) = serde_json::from_slice::<TokenEntry>(&e.value)
-            && entry.expired(now)
+        if let Some(e) = barrier.get(&entry_key(&h)).await?
+            && let Ok(entry) = parse_entry(&e.value)
+            && (entry.expired(now) || entry.revoked)
         {
             revoke(barrier, &h).await?;
             n += 1;
@@ -564,15 +689,29 @@ pub async fn role(barrier: &dyn Storage, name: &str) -> Result<Option<TokenRole>
     }
 }
 
-/// Write a token role.
-pub async fn put_role(
+/// Create or change a token role: `change` is applied to the stored role
+/// (`None`: none yet) by compare-and-swap, so concurrent writers of different
+/// fields never lose each other's update. Returns the role written.
+pub async fn update_role<E>(
     barrier: &dyn Storage,
     name: &str,
-    r: &TokenRole,
-) -> Result<(), StorageError> {
-    barrier
-        .put(&format!("{ROLE_PREFIX}{name}"), &json(r)?)
-        .await
+    mut change: impl FnMut(Option<TokenRole>) -> Result<TokenRole, E>,
+) -> Result<TokenRole, E>
+where
+    E: From<StorageError>,
+{
+    storage::update(barrier, &format!("{ROLE_PREFIX}{name}"), |raw| {
+        let cur = match raw {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_slice(v)
+                    .map_err(|e| StorageError::Backend(format!("corrupt token role: {e}")))?,
+            ),
+        };
+        let next = change(cur)?;
+        Ok(Update::Write(json(&next)?, next))
+    })
+    .await
 }
 
 /// Delete a token role.
@@ -657,7 +796,7 @@ mod tests {
         }
         let (p2, pe2) = create(&s, child(&root, 3600), 0).await.unwrap();
         let (c2, _) = create(&s, child(&pe2, 3600), 0).await.unwrap();
-        revoke_orphan(&s, &pe2.hash, 1).await.unwrap();
+        revoke_orphan(&s, &pe2.hash).await.unwrap();
         assert!(lookup(&s, &p2, 1).await.unwrap().is_none());
         assert!(lookup(&s, &c2, 1).await.unwrap().unwrap().orphan);
         assert!(lookup(&s, &c2, 1).await.unwrap().is_some());
@@ -680,8 +819,8 @@ mod tests {
         per.period = 50;
         let (_, pe) = create(&s, per, 0).await.unwrap();
         assert_eq!(
-            renew(&s, &pe, Some(5000), 1000).await.unwrap().expire_time,
-            Some(1050),
+            renew(&s, &pe, Some(5000), 40).await.unwrap().expire_time,
+            Some(90),
             "periodic renews to its period"
         );
         let mut limited = child(&root, 100);

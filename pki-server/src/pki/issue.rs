@@ -552,6 +552,9 @@ struct Lifetime {
     role_ttl: Duration,
     role_max_ttl: Duration,
     not_before_duration: Duration,
+    /// `not_after` was chosen by the requester (not the role): it may not
+    /// reach past the role's (or the mount's) `max_ttl`.
+    bounded_not_after: bool,
 }
 
 fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
@@ -598,6 +601,19 @@ fn resolve_validity(
         Some(t) => whole_seconds(t),
         None => add(now, ttl)?,
     };
+    // A deliberate difference from Vault, which lets `not_after` ignore
+    // `max_ttl`: refused, so a role's max_ttl is a real bound on lifetimes.
+    if l.bounded_not_after && l.not_after.is_some() && !max.is_zero() {
+        let limit = add(now, max)?;
+        if not_after > limit {
+            return Err(PkiError::bad(format!(
+                "cannot satisfy request, as the requested not_after {} is beyond the max_ttl of {} (latest {})",
+                crate::pki::error::rfc3339_nano(not_after),
+                format_go(max),
+                crate::pki::error::rfc3339_nano(limit)
+            )));
+        }
+    }
     if let Some(ca) = ca_not_after
         && not_after > ca
     {
@@ -630,6 +646,7 @@ pub(crate) fn ca_validity(
         role_ttl: Duration::ZERO,
         role_max_ttl: Duration::ZERO,
         not_before_duration: req.not_before_duration,
+        bounded_not_after: false,
     };
     resolve_validity(ctx, &l, ca_not_after, warnings)
 }
@@ -850,6 +867,7 @@ fn role_lifetime(
     };
     Ok(Lifetime {
         ttl,
+        bounded_not_after: role_not_after.is_none(),
         not_after: role_not_after.or(not_after),
         role_ttl: r.ttl,
         role_max_ttl: r.max_ttl,

@@ -341,7 +341,16 @@ impl Role {
     }
 
     fn check_all(&self, names: &[String], meta: &TemplateMetadata, kind: NameKind) -> Result<()> {
-        match names.iter().find(|n| !self.name_allowed(n, meta)) {
+        // Ours, beyond Vault: a role whose CN may not be an email address
+        // (`cn_validations` without `email`) issues no email-form name at all,
+        // so `x@<allowed name>` cannot ride in as a SAN either.
+        let no_email = !self.cn_validations.is_empty()
+            && !self
+                .cn_validations
+                .iter()
+                .any(|v| v == "email" || v == "disabled");
+        let refused = |n: &&String| (no_email && n.contains('@')) || !self.name_allowed(n, meta);
+        match names.iter().find(refused) {
             Some(bad) => Err(PkiError::NameNotAllowed {
                 kind,
                 name: bad.clone(),

@@ -214,10 +214,22 @@ impl Barrier {
     }
 
     /// Add a new key term, persist the keyring, and use the new term for writes.
+    /// The new ring is made from the keyring as stored and written by
+    /// compare-and-swap: two rotations (here or on another server) never
+    /// both add "the next term" with different keys, which would lose the
+    /// values sealed under the overwritten one.
     pub async fn rotate(&self, now: i64) -> Result<KeyStatus, StorageError> {
-        let next = self.ring().with_new_term(now).map_err(crypto)?;
-        self.inner
-            .put(storage::KEYRING, &next.seal().map_err(crypto)?)
+        let mine = self.ring();
+        let next =
+            storage::update::<_, StorageError>(self.inner.as_ref(), storage::KEYRING, |raw| {
+                let stored = match raw {
+                    Some(raw) => Keyring::open(mine.root(), raw).map_err(crypto)?,
+                    // Not stored yet (a barrier being set up): ours is the ring.
+                    None => (*mine).clone(),
+                };
+                let next = stored.with_new_term(now).map_err(crypto)?;
+                Ok(storage::Update::Write(next.seal().map_err(crypto)?, next))
+            })
             .await?;
         *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(self.key_status())

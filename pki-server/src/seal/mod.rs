@@ -65,6 +65,12 @@ pub enum SealError {
     /// Init on an initialised server.
     #[error("Vault is already initialized")]
     AlreadyInitialized,
+    /// Init over a store that already holds data but lost its seal configuration.
+    #[error(
+        "storage already holds data ({0}) but no seal configuration (core/seal-config): \
+         refusing to initialise over it; restore core/seal-config from a backup"
+    )]
+    DataWithoutSealConfig(String),
     /// Bad shares/threshold.
     #[error("invalid seal configuration: {0}")]
     InvalidConfig(String),
@@ -303,6 +309,19 @@ impl Seal {
         }
     }
 
+    /// The first stored key that shows this storage already holds a server's
+    /// data (anything under `core/`, `sys/`, `logical/` or `auth/`). Such a
+    /// store is never initialised over: with its seal configuration gone it
+    /// stays sealed and says why, and only a restore brings it back.
+    pub async fn existing_data(&self) -> Result<Option<String>, SealError> {
+        for prefix in ["core/", "sys/", "logical/", "auth/"] {
+            if let Some(k) = self.storage.list(prefix).await?.into_iter().next() {
+                return Ok(Some(format!("{prefix}{k}")));
+            }
+        }
+        Ok(None)
+    }
+
     /// The barrier, if unsealed.
     pub fn barrier(&self) -> Option<Arc<Barrier>> {
         self.unsealed
@@ -342,6 +361,14 @@ impl Seal {
     /// The current status.
     pub async fn status(&self) -> Result<SealStatus, SealError> {
         let cfg = self.config().await?;
+        // Data without a seal configuration: say why this store stays sealed.
+        let orphaned = match (&cfg, self.cluster()) {
+            (None, None) => self
+                .existing_data()
+                .await?
+                .map(|k| SealError::DataWithoutSealConfig(k).to_string()),
+            _ => None,
+        };
         let progress = self.transition.lock().await;
         let cluster = self.cluster();
         Ok(SealStatus {
@@ -369,11 +396,12 @@ impl Seal {
             },
             storage_type: self.storage.kind(),
             cluster,
-            warning: self
-                .auto_unseal_error
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            warning: orphaned.or_else(|| {
+                self.auto_unseal_error
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            }),
         })
     }
 
@@ -385,12 +413,17 @@ impl Seal {
         cluster_name: &str,
     ) -> Result<InitResult, SealError> {
         let mut progress = self.transition.lock().await;
-        if self.config().await?.is_some() {
+        if self.cluster().is_some() || self.config().await?.is_some() {
             return Err(SealError::AlreadyInitialized);
+        }
+        if let Some(found) = self.existing_data().await? {
+            return Err(SealError::DataWithoutSealConfig(found));
         }
         let (cfg, keys, recovery) = match &self.kms {
             None => {
-                if req.recovery_shares.is_some() || req.recovery_threshold.is_some() {
+                // Vault's CLI always sends `recovery_*: 0`: zero means absent.
+                let given = |v: Option<usize>| v.is_some_and(|n| n > 0);
+                if given(req.recovery_shares) || given(req.recovery_threshold) {
                     return Err(SealError::InvalidConfig(
                         "parameters recovery_shares,recovery_threshold not applicable to seal type shamir".into(),
                     ));

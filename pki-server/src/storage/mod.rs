@@ -84,6 +84,9 @@ pub enum StorageError {
     /// The backend failed.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// A compare-and-swap lost to other writers every time it was retried.
+    #[error("storage key {0:?} is being changed by other requests; retry")]
+    Contended(String),
 }
 
 impl From<std::io::Error> for StorageError {
@@ -94,6 +97,62 @@ impl From<std::io::Error> for StorageError {
 
 /// Result of storage operations.
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// How many times [`update`] re-reads and retries after losing a race.
+pub const CAS_TRIES: u32 = 64;
+
+/// What an [`update`] step decided for the value it read.
+#[derive(Debug)]
+pub enum Update<T> {
+    /// Write this value (conditional on the version read), then return `T`.
+    Write(Vec<u8>, T),
+    /// Write nothing and return `T`.
+    Keep(T),
+}
+
+/// Read-modify-write by compare-and-swap: read `key`, let `step` decide from
+/// the value read (`None`: absent), and write the result only if the key still
+/// holds the version read (or is still absent). On a lost race, read again and
+/// re-decide, at most [`CAS_TRIES`] times with a short random back-off; `step`
+/// must therefore be a pure function of what it is given.
+pub async fn update<T, E>(
+    s: &dyn Storage,
+    key: &str,
+    mut step: impl FnMut(Option<&[u8]>) -> std::result::Result<Update<T>, E>,
+) -> std::result::Result<T, E>
+where
+    E: From<StorageError>,
+{
+    for attempt in 0..CAS_TRIES {
+        if attempt > 0 {
+            backoff(attempt).await;
+        }
+        let cur = s.get(key).await?;
+        let cond = match &cur {
+            None => Condition::Absent,
+            Some(e) => Condition::Matches(e.version.clone()),
+        };
+        match step(cur.as_ref().map(|e| e.value.as_slice()))? {
+            Update::Keep(t) => return Ok(t),
+            Update::Write(v, t) => {
+                if s.put_if(key, &v, cond).await? {
+                    return Ok(t);
+                }
+            }
+        }
+    }
+    Err(StorageError::Contended(key.to_string()).into())
+}
+
+/// Full jitter up to 1 ms × attempt (capped at 20 ms): racing writers spread out.
+async fn backoff(attempt: u32) {
+    let mut b = [0u8; 2];
+    // A failed random read only loses the jitter, never correctness.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let cap_us = u64::from(attempt.min(20)) * 1000;
+    let us = u64::from(u16::from_le_bytes(b)) % cap_us.max(1);
+    tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+}
 
 /// The physical storage trait every backend implements.
 #[async_trait]

@@ -1,6 +1,7 @@
 //! pki-server integration tests: one binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod abuse; // abuse regressions: re-init, CLI init, not_after caps, encoded paths, email names, ACL parameters, period caps
 mod acl_diff; // the ACL language against OpenBao: same capabilities-self answers
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
 mod audit; // audit devices: HMAC of secrets, one line per request and response, fail closed
@@ -14,5 +15,6 @@ mod pki; // the PKI engine over the API: issue, sign, refusals, revoke + CRL, ti
 mod pki_diff; // the PKI paths against pki-server and OpenBao: same statuses and shapes
 mod process; // the real binary: SIGKILL + restart over file storage, TLS, CLI subcommands
 mod profile; // policies/: parses, apply-profile idempotent (pki-server, OpenBao), the authorisation matrix, docs/security.md
+mod races; // concurrency regressions: revocation vs renewals, exact use counts, no lost token-role updates
 mod storage; // S3 conformance and plaintext scan against moto; concurrent conditional puts
 mod vault_cli; // the vault CLI (bao) runs the README PKI commands unchanged

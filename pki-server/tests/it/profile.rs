@@ -309,8 +309,8 @@ async fn apply_twice_against_pki_server_then_the_matrix_holds() {
     let (ok, out) = apply(&srv.addr(), Some(&srv.ca()), "", &[]);
     assert!(!ok && out.contains("VAULT_TOKEN"), "{out}");
 
-    // Enrolment as designed: root makes an operator token from its token
-    // role; the operator makes node tokens (with meta node_name) from theirs.
+    // Enrolment by token takes the root token (nodes normally log in with
+    // their machine identity); an operator gets its own token from root.
     let operator = token(
         &srv,
         &root,
@@ -326,7 +326,7 @@ async fn apply_twice_against_pki_server_then_the_matrix_holds() {
     ] {
         let t = token(
             &srv,
-            &operator,
+            &root,
             &format!("auth/token/create/{CLUSTER}-{role}"),
             json!({"meta": {"node_name": node}}),
         )
@@ -334,16 +334,31 @@ async fn apply_twice_against_pki_server_then_the_matrix_holds() {
         tokens.insert(role, (t, node));
     }
     tokens.insert("operator", (operator.clone(), "nobody"));
-    // The operator cannot mint operator tokens, or tokens outside the roles.
+    // The operator can never become a node, controller or etcd member: it
+    // mints no token of any role, with or without metadata, and none outside
+    // the roles.
     for (path, body) in [
         (format!("auth/token/create/{CLUSTER}-operator"), json!({})),
+        (format!("auth/token/create/{CLUSTER}-worker"), json!({})),
+        (
+            format!("auth/token/create/{CLUSTER}-controller"),
+            json!({"meta": {"node_name": "ctl-1"}}),
+        ),
+        (
+            format!("auth/token/create/{CLUSTER}-etcd"),
+            json!({"meta": {"node_name": "etcd-1"}}),
+        ),
         (
             "auth/token/create".to_string(),
             json!({"policies": [format!("{CLUSTER}-controller")]}),
         ),
+        (
+            "auth/token/create-orphan".to_string(),
+            json!({"policies": [format!("{CLUSTER}-controller")]}),
+        ),
     ] {
         let (s, _) = srv.call("POST", &path, Some(&operator), Some(body)).await;
-        assert!(s == 403 || s == 400, "{path}: {s}");
+        assert_eq!(s, 403, "{path}");
     }
     // A worker cannot enrol anything.
     let (s, _) = srv

@@ -296,10 +296,24 @@ pub async fn load(barrier: &dyn Storage) -> Result<Vec<Device>, StorageError> {
     }
 }
 
-/// Replace the device table.
-pub async fn save(barrier: &dyn Storage, devices: &[Device]) -> Result<(), StorageError> {
-    let v = serde_json::to_vec(devices).map_err(|e| StorageError::Backend(e.to_string()))?;
-    barrier.put(AUDIT_TABLE, &v).await
+/// Change the device table by compare-and-swap: `change` gets the table as
+/// stored (re-read after a lost race), so concurrent enables and disables
+/// never drop each other's device.
+pub async fn update<E: From<StorageError>>(
+    barrier: &dyn Storage,
+    mut change: impl FnMut(&mut Vec<Device>) -> Result<(), E>,
+) -> Result<(), E> {
+    crate::storage::update(barrier, AUDIT_TABLE, |raw| {
+        let mut devices: Vec<Device> = match raw {
+            None => Vec::new(),
+            Some(v) => serde_json::from_slice(v)
+                .map_err(|e| StorageError::Backend(format!("corrupt audit table: {e}")))?,
+        };
+        change(&mut devices)?;
+        let v = serde_json::to_vec(&devices).map_err(|e| StorageError::Backend(e.to_string()))?;
+        Ok(crate::storage::Update::Write(v, ()))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -101,8 +101,22 @@ pub struct MountState {
     issuer: RwLock<Option<Arc<Issuer>>>,
     roles: RwLock<HashMap<String, Arc<Role>>>,
     urls: RwLock<Option<Arc<UrlsConfig>>>,
+    /// Bumped (under the cache's lock) by every write of a cached value: a
+    /// read that began before a write never caches what it read.
+    epoch: std::sync::atomic::AtomicU64,
     /// Serialises revocation and CRL rebuilds on this mount.
     crl_lock: tokio::sync::Mutex<()>,
+}
+
+impl MountState {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// After a write: no reader that began before it may cache what it read.
+    fn bump(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Per-mount states, tagged with the seal generation they were built under.
@@ -202,12 +216,16 @@ impl<'a> Engine<'a> {
         {
             return Ok(Some(i));
         }
+        let epoch = self.state.epoch();
         let Some(s) = self.read::<StoredIssuer>("config/issuer").await? else {
             return Ok(None);
         };
         let key = PrivateKey::from_pem(&s.key)?;
         let issuer = Arc::new(Issuer::from_parts(&s.certificate, key, &s.parents)?);
-        *self.state.issuer.write().unwrap_or_else(|p| p.into_inner()) = Some(issuer.clone());
+        let mut g = self.state.issuer.write().unwrap_or_else(|p| p.into_inner());
+        if self.state.epoch() == epoch {
+            *g = Some(issuer.clone());
+        }
         Ok(Some(issuer))
     }
 
@@ -234,10 +252,12 @@ impl<'a> Engine<'a> {
         };
         let bytes = zeroize::Zeroizing::new(json(&s)?);
         drop(s);
+        // Unconditional put is safe: the whole CA replaces the whole CA (the
+        // request carries all of it; nothing is merged), and every cache of
+        // it is dropped below, so no reader keeps a replaced CA.
         self.store.put(&self.key("config/issuer"), &bytes).await?;
-        let issuer = Arc::new(issuer);
-        *self.state.issuer.write().unwrap_or_else(|p| p.into_inner()) = Some(issuer.clone());
-        Ok(issuer)
+        self.invalidate_issuer();
+        Ok(Arc::new(issuer))
     }
 
     /// Remove the CA and any pending intermediate key (`DELETE root`).
@@ -245,13 +265,21 @@ impl<'a> Engine<'a> {
         self.store.delete(&self.key("config/issuer")).await?;
         self.store.delete(&self.key("config/pending-key")).await?;
         self.store.delete(&self.key("crl/current")).await?;
-        *self.state.issuer.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.invalidate_issuer();
         Ok(())
+    }
+
+    fn invalidate_issuer(&self) {
+        let mut g = self.state.issuer.write().unwrap_or_else(|p| p.into_inner());
+        self.state.bump();
+        *g = None;
     }
 
     /// Keep the key of an intermediate CSR until `set-signed`.
     pub async fn set_pending_key(&self, key: &PrivateKey) -> Result<()> {
         let pem = key.encode(crate::pki::PrivateKeyFormat::Pkcs8, crate::pki::Format::Pem)?;
+        // Unconditional put is safe: a new intermediate CSR replaces the
+        // pending key as a whole (Vault: the latest CSR is the one to sign).
         self.store
             .put(&self.key("config/pending-key"), pem.as_bytes())
             .await?;
@@ -290,6 +318,7 @@ impl<'a> Engine<'a> {
         {
             return Ok(u);
         }
+        let epoch = self.state.epoch();
         let u = Arc::new(match self.read::<StoredUrls>("config/urls").await? {
             None => UrlsConfig::default(),
             Some(s) => UrlsConfig {
@@ -298,7 +327,10 @@ impl<'a> Engine<'a> {
                 ocsp_servers: s.ocsp_servers,
             },
         });
-        *self.state.urls.write().unwrap_or_else(|p| p.into_inner()) = Some(u.clone());
+        let mut g = self.state.urls.write().unwrap_or_else(|p| p.into_inner());
+        if self.state.epoch() == epoch {
+            *g = Some(u.clone());
+        }
         Ok(u)
     }
 
@@ -309,8 +341,13 @@ impl<'a> Engine<'a> {
             crl_distribution_points: u.crl_distribution_points.clone(),
             ocsp_servers: u.ocsp_servers.clone(),
         };
+        // Unconditional put is safe: `config/urls` is replaced as a whole by
+        // each write (Vault's semantics); the cache is dropped after it.
         self.store.put(&self.key("config/urls"), &json(&s)?).await?;
-        *self.state.urls.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(u));
+        drop(u);
+        let mut g = self.state.urls.write().unwrap_or_else(|p| p.into_inner());
+        self.state.bump();
+        *g = None;
         Ok(())
     }
 
@@ -321,6 +358,7 @@ impl<'a> Engine<'a> {
 
     /// Write `config/crl`.
     pub async fn set_crl_config(&self, c: &CrlConfig) -> Result<()> {
+        // Unconditional put is safe: `config/crl` is replaced as a whole.
         Ok(self.store.put(&self.key("config/crl"), &json(c)?).await?)
     }
 
@@ -337,29 +375,35 @@ impl<'a> Engine<'a> {
         {
             return Ok(Some(r.clone()));
         }
+        let epoch = self.state.epoch();
         let Some(role) = self.read::<Role>(&format!("role/{name}")).await? else {
             return Ok(None);
         };
         let role = Arc::new(role);
-        self.state
-            .roles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), role.clone());
+        let mut g = self.state.roles.write().unwrap_or_else(|p| p.into_inner());
+        if self.state.epoch() == epoch {
+            g.insert(name.to_string(), role.clone());
+        }
         Ok(Some(role))
     }
 
     /// Write a role (already validated).
     pub async fn put_role(&self, name: &str, role: Role) -> Result<()> {
+        // Unconditional put is safe: a role write replaces the whole role
+        // (Vault's `roles/:name` update; nothing stored is merged in), so
+        // racing writers cannot lose part of each other's update; the cached
+        // copy is dropped after the write.
         self.store
             .put(&self.key(&format!("role/{name}")), &json(&role)?)
             .await?;
-        self.state
-            .roles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), Arc::new(role));
+        self.invalidate_role(name);
         Ok(())
+    }
+
+    fn invalidate_role(&self, name: &str) {
+        let mut g = self.state.roles.write().unwrap_or_else(|p| p.into_inner());
+        self.state.bump();
+        g.remove(name);
     }
 
     /// Delete a role.
@@ -367,11 +411,7 @@ impl<'a> Engine<'a> {
         self.store
             .delete(&self.key(&format!("role/{name}")))
             .await?;
-        self.state
-            .roles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.invalidate_role(name);
         Ok(())
     }
 
@@ -469,12 +509,18 @@ impl<'a> Engine<'a> {
             revocation_time: unix(now),
             not_after,
         };
-        self.store
-            .put(
-                &self.key(&format!("revoked/{}", serial.storage_key())),
-                &json(&rec)?,
-            )
-            .await?;
+        // Create-if-absent: a certificate is revoked once; a racing revoke
+        // (here or on another server) keeps the first revocation time.
+        let key = self.key(&format!("revoked/{}", serial.storage_key()));
+        if !self
+            .store
+            .put_if(&key, &json(&rec)?, Condition::Absent)
+            .await?
+            && let Some(first) = self.revocation(serial).await?
+        {
+            self.rebuild_crl_locked(&issuer, now).await?;
+            return Ok((Some(first), Vec::new()));
+        }
         self.rebuild_crl_locked(&issuer, now).await?;
         Ok((Some(rec), Vec::new()))
     }
@@ -502,7 +548,39 @@ impl<'a> Engine<'a> {
             .collect())
     }
 
+    /// Build the next CRL and store it by compare-and-swap on the CRL read:
+    /// a server that lost the race reads the revocations again, so the CRL
+    /// stored last always lists every revocation stored before it.
     async fn rebuild_crl_locked(&self, issuer: &Issuer, now: OffsetDateTime) -> Result<Crl> {
+        let key = self.key("crl/current");
+        for _ in 0..crate::storage::CAS_TRIES {
+            let current = self.store.get(&key).await?;
+            let number = match &current {
+                None => 1,
+                Some(e) => {
+                    serde_json::from_slice::<StoredCrl>(&e.value)
+                        .map_err(|_| EngineError::Corrupt("crl/current".into()))?
+                        .number
+                        + 1
+                }
+            };
+            let crl = self.build_crl(issuer, number, now).await?;
+            let stored = StoredCrl {
+                number,
+                der: B64.encode(&crl.der),
+            };
+            let cond = match current {
+                None => Condition::Absent,
+                Some(e) => Condition::Matches(e.version),
+            };
+            if self.store.put_if(&key, &json(&stored)?, cond).await? {
+                return Ok(crl);
+            }
+        }
+        Err(StorageError::Contended(key).into())
+    }
+
+    async fn build_crl(&self, issuer: &Issuer, number: u64, now: OffsetDateTime) -> Result<Crl> {
         let cfg = self.crl_config().await?;
         let revoked = if cfg.disable {
             Vec::new()
@@ -517,26 +595,13 @@ impl<'a> Engine<'a> {
             }
             v
         };
-        let number = self
-            .read::<StoredCrl>("crl/current")
-            .await?
-            .map(|c| c.number + 1)
-            .unwrap_or(1);
-        let crl = build_crl(
+        Ok(build_crl(
             issuer,
             &revoked,
             number,
             now,
             Duration::from_secs(cfg.expiry),
-        )?;
-        let stored = StoredCrl {
-            number,
-            der: B64.encode(&crl.der),
-        };
-        self.store
-            .put(&self.key("crl/current"), &json(&stored)?)
-            .await?;
-        Ok(crl)
+        )?)
     }
 
     /// Rebuild the CRL now (`crl/rotate`).

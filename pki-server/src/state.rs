@@ -41,6 +41,21 @@ pub struct Cache {
     pub tokens: crate::auth::token::TokenCache,
     /// Parsed ACL policies by name.
     policies: RwLock<(u64, std::collections::HashMap<String, Arc<Policy>>)>,
+    /// Bumped, under the cache's lock, by every invalidation of the audit or
+    /// policy caches: a read that began before a write never caches what it
+    /// read (it may be the value the write replaced).
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl Cache {
+    fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// State for the axum app.
@@ -103,25 +118,31 @@ impl AppState {
         {
             return Ok(d.clone());
         }
+        let writes = self.cache.writes();
         let d = Arc::new(crate::audit::load(barrier).await?);
-        *self.cache.audit.write().unwrap_or_else(|p| p.into_inner()) =
-            Some((generation, d.clone()));
+        let mut g = self.cache.audit.write().unwrap_or_else(|p| p.into_inner());
+        if self.cache.writes() == writes {
+            *g = Some((generation, d.clone()));
+        }
         Ok(d)
     }
 
     /// Forget the cached audit devices (after enable or disable).
     pub fn invalidate_audit(&self) {
-        *self.cache.audit.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut g = self.cache.audit.write().unwrap_or_else(|p| p.into_inner());
+        self.cache.bump();
+        *g = None;
     }
 
     /// Forget parsed policies (after a policy write or delete).
     pub fn invalidate_policies(&self) {
-        self.cache
+        let mut g = self
+            .cache
             .policies
             .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clear();
+            .unwrap_or_else(|p| p.into_inner());
+        self.cache.bump();
+        g.1.clear();
     }
 
     /// The ACL of a token's policies (cached parses; `root` allows everything;
@@ -148,6 +169,7 @@ impl AppState {
             let p = match cached {
                 Some(p) => p,
                 None => {
+                    let writes = self.cache.writes();
                     let Some(text) = crate::auth::policy_text(barrier, n).await? else {
                         continue;
                     };
@@ -166,7 +188,9 @@ impl AppState {
                     if g.0 != generation {
                         *g = (generation, Default::default());
                     }
-                    g.1.insert(n.clone(), p.clone());
+                    if self.cache.writes() == writes {
+                        g.1.insert(n.clone(), p.clone());
+                    }
                     p
                 }
             };

@@ -96,6 +96,8 @@ pub async fn put<T: Serialize>(
     v: &T,
 ) -> Result<(), ApiError> {
     let bytes = serde_json::to_vec(v).map_err(ApiError::internal)?;
+    // Unconditional put is safe: a method's config or role is written whole
+    // by each request (Vault's update of these paths replaces the object).
     barrier
         .put(&format!("{}{key}", m.storage_prefix()), &bytes)
         .await?;

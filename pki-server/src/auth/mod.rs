@@ -100,6 +100,9 @@ pub async fn policy_text(
 
 /// Store policy `name` (already parsed and checked by the caller).
 pub async fn put_policy(barrier: &dyn Storage, name: &str, text: &str) -> Result<(), StorageError> {
+    // Unconditional put is safe: a policy write replaces the whole text
+    // (Vault's semantics; nothing stored is merged in), and the caller drops
+    // every cached parse after it.
     barrier
         .put(&format!("{POLICY_PREFIX}{name}"), text.as_bytes())
         .await

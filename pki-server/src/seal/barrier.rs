@@ -265,6 +265,9 @@ impl Storage for Barrier {
 
     async fn put(&self, key: &str, value: &[u8]) -> storage::Result<()> {
         let sealed = self.seal(key, value)?;
+        // Unconditional put is safe: the barrier's own `put` only seals what
+        // its caller chose to write unconditionally (each such call is
+        // justified where it is made).
         self.inner.put(key, &sealed).await
     }
 

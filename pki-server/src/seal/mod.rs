@@ -481,9 +481,7 @@ impl Seal {
         match &self.kms {
             None => {
                 let wrapped = share_secret.seal(0, storage::ROOT_KEY_WRAPPED, root.expose())?;
-                self.storage
-                    .put(storage::ROOT_KEY_WRAPPED, &wrapped)
-                    .await?;
+                self.create(storage::ROOT_KEY_WRAPPED, &wrapped).await?;
             }
             Some(kms) => {
                 let blob = kms.wrap(root.expose()).await.map_err(SealError::Kms)?;
@@ -492,9 +490,9 @@ impl Seal {
                     ciphertext: B64.encode(blob),
                 };
                 let json = serde_json::to_vec(&w).map_err(|e| SealError::Corrupt(e.to_string()))?;
-                self.storage.put(storage::ROOT_KEY_WRAPPED, &json).await?;
+                self.create(storage::ROOT_KEY_WRAPPED, &json).await?;
                 let rec = share_secret.seal(0, storage::ROOT_KEY_RECOVERY, root.expose())?;
-                self.storage.put(storage::ROOT_KEY_RECOVERY, &rec).await?;
+                self.create(storage::ROOT_KEY_RECOVERY, &rec).await?;
             }
         }
 
@@ -505,7 +503,15 @@ impl Seal {
         };
         let cj = serde_json::to_vec(&cluster).map_err(|e| SealError::Corrupt(e.to_string()))?;
         use crate::storage::Storage as _;
-        barrier.put(storage::CLUSTER_INFO, &cj).await?;
+        if !barrier
+            .put_if(storage::CLUSTER_INFO, &cj, Condition::Absent)
+            .await?
+        {
+            return Err(SealError::Corrupt(format!(
+                "{} exists during init: storage is shared with another server",
+                storage::CLUSTER_INFO
+            )));
+        }
         let (root_token, _) = crate::auth::token::create_root(barrier.as_ref(), now()).await?;
 
         // Commit point: the seal config, written only if no concurrent init won.
@@ -526,6 +532,19 @@ impl Seal {
             recovery_keys: if recovery { shares } else { Vec::new() },
             root_token,
         })
+    }
+
+    /// Create-if-absent for init's objects: only the init that created the
+    /// keyring gets here, so finding one of them already there means the
+    /// storage is not ours alone; refuse rather than overwrite.
+    async fn create(&self, key: &str, value: &[u8]) -> Result<(), SealError> {
+        if self.storage.put_if(key, value, Condition::Absent).await? {
+            Ok(())
+        } else {
+            Err(SealError::Corrupt(format!(
+                "{key} exists during init: storage is shared with another server"
+            )))
+        }
     }
 
     /// Submit one share (or reset). Combines when the threshold is reached.

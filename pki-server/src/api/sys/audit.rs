@@ -23,7 +23,7 @@ pub async fn handle(state: &AppState, barrier: &Barrier, req: &Request) -> Resul
         .strip_prefix("sys/audit")
         .unwrap_or("")
         .trim_start_matches('/');
-    let mut devices = audit::load(barrier).await?;
+    let devices = audit::load(barrier).await?;
     if path.is_empty() {
         if req.op != Operation::Read {
             return Err(ApiError::unsupported_operation());
@@ -44,15 +44,24 @@ pub async fn handle(state: &AppState, barrier: &Barrier, req: &Request) -> Resul
             let options = params::string_map(&req.data, "options");
             let desc = params::string(&req.data, "description")?.unwrap_or("");
             let dev = Device::new(&key, kind, desc, options).map_err(audit_err)?;
-            devices.push(dev);
-            audit::save(barrier, &devices).await?;
+            audit::update(barrier, |devices| {
+                if devices.iter().any(|d| d.path == key) {
+                    return Err(ApiError::bad_request(format!("path already in use: {key}")));
+                }
+                devices.push(dev.clone());
+                Ok(())
+            })
+            .await?;
             state.invalidate_audit();
             tracing::info!(path = %key, "audit device enabled");
             Ok(Reply::NoContent)
         }
         Operation::Delete => {
-            devices.retain(|d| d.path != key);
-            audit::save(barrier, &devices).await?;
+            audit::update::<ApiError>(barrier, |devices| {
+                devices.retain(|d| d.path != key);
+                Ok(())
+            })
+            .await?;
             state.invalidate_audit();
             Ok(Reply::NoContent)
         }

@@ -207,6 +207,9 @@ pub async fn login(
     )
     .await?
     .ok_or_else(|| ApiError::bad_request(format!("entry for role {role_name:?} not found")))?;
+    // Account and ARN first: only a caller the role could accept makes the
+    // server call EC2.
+    aws::authorize_principal(&role, &caller, &principal)?;
     let instance = match principal.session.as_deref() {
         Some(s) if principal.kind == "assumed-role" && aws::is_instance_id(s) => {
             let region = [&role.inferred_aws_region, &config.sts_region]
@@ -215,9 +218,7 @@ pub async fn login(
                 .map_or("us-east-1", |r| r.as_str());
             let i = aws::describe_instance(&config, region, s)
                 .await?
-                .ok_or_else(|| {
-                    ApiError::from(aws::AwsError::Denied(format!("instance {s} not found")))
-                })?;
+                .ok_or_else(|| ApiError::from(aws::no_such_instance(s, &principal.account)))?;
             Some((s.to_string(), region.to_string(), i))
         }
         _ => None,

@@ -489,6 +489,28 @@ pub async fn describe_instance(
     region: &str,
     id: &str,
 ) -> Result<Option<Instance>, AwsError> {
+    let ec2 = ec2_client(config, region).await;
+    describe_with(&ec2, id).await
+}
+
+/// One EC2 client per region, endpoint and credentials, made once and reused
+/// by every login (building one loads configuration and credentials).
+async fn ec2_client(config: &AwsConfig, region: &str) -> aws_sdk_ec2::Client {
+    type Clients = std::sync::Mutex<std::collections::HashMap<String, aws_sdk_ec2::Client>>;
+    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    // The key names the secret key only through a hash.
+    let secret = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        config.secret_key.as_bytes(),
+    ));
+    let key = format!(
+        "{region}|{}|{}|{secret}",
+        config.ec2_endpoint, config.access_key
+    );
+    if let Some(c) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return c.clone();
+    }
     let mut loader = crate::aws::loader().region(aws_config::Region::new(region.to_string()));
     if !config.ec2_endpoint.is_empty() {
         loader = loader.endpoint_url(&config.ec2_endpoint);
@@ -502,8 +524,16 @@ pub async fn describe_instance(
             "auth-aws-config",
         ));
     }
-    let sdk = loader.load().await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let client = aws_sdk_ec2::Client::new(&loader.load().await);
+    let mut g = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if g.len() >= 64 {
+        g.clear();
+    }
+    g.insert(key, client.clone());
+    client
+}
+
+async fn describe_with(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<Instance>, AwsError> {
     let out = match ec2.describe_instances().instance_ids(id).send().await {
         Ok(o) => o,
         Err(e) => {
@@ -553,13 +583,14 @@ pub async fn describe_instance(
     Ok(None)
 }
 
-/// Check a caller against a role (pure: the instance, if any, already looked up).
-pub fn authorize(
+/// The checks that need nothing but the verified caller: its account and
+/// ARN against the role. Made before any EC2 call, so a caller from any
+/// other account or principal never makes the server talk to EC2.
+pub fn authorize_principal(
     role: &AwsRole,
     caller: &Caller,
     principal: &Principal,
-    instance: Option<(&str, &str, &Instance)>,
-) -> Result<Login, AwsError> {
+) -> Result<(), AwsError> {
     if !role.bound_account_id.is_empty() && !role.bound_account_id.contains(&principal.account) {
         return Err(AwsError::Denied(format!(
             "account {:?} is not bound to the role",
@@ -576,6 +607,25 @@ pub fn authorize(
             caller.arn
         )));
     }
+    Ok(())
+}
+
+/// The one answer for an instance that is missing, not running, of another
+/// account or without a private name: nothing tells these cases apart.
+pub fn no_such_instance(id: &str, account: &str) -> AwsError {
+    AwsError::Denied(format!(
+        "instance {id} is not a running instance of account {account}"
+    ))
+}
+
+/// Check a caller against a role (pure: the instance, if any, already looked up).
+pub fn authorize(
+    role: &AwsRole,
+    caller: &Caller,
+    principal: &Principal,
+    instance: Option<(&str, &str, &Instance)>,
+) -> Result<Login, AwsError> {
+    authorize_principal(role, caller, principal)?;
     let mut meta = BTreeMap::new();
     meta.insert("auth_type".into(), "iam".into());
     meta.insert("client_arn".into(), caller.arn.clone());
@@ -591,22 +641,11 @@ pub fn authorize(
     };
     match instance {
         Some((id, region, i)) => {
-            if i.state != "running" {
-                return Err(AwsError::Denied(format!(
-                    "instance {id} is {:?}, not running",
-                    i.state
-                )));
-            }
-            if !i.owner.is_empty() && i.owner != principal.account {
-                return Err(AwsError::Denied(format!(
-                    "instance {id} does not belong to account {}",
-                    principal.account
-                )));
-            }
-            if i.private_dns_name.is_empty() {
-                return Err(AwsError::Denied(format!(
-                    "instance {id} has no private DNS name"
-                )));
+            if i.state != "running"
+                || (!i.owner.is_empty() && i.owner != principal.account)
+                || i.private_dns_name.is_empty()
+            {
+                return Err(no_such_instance(id, &principal.account));
             }
             meta.insert("inferred_entity_type".into(), "ec2_instance".into());
             meta.insert("inferred_entity_id".into(), id.to_string());

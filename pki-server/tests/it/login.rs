@@ -544,4 +544,57 @@ async fn aws_login_against_moto_pins_the_instance_and_refuses_every_bad_request(
         .await;
     assert!(s == 400 || s == 403, "terminated: {s} {v}");
     assert_eq!(token_count(&srv, &root).await, after);
+    // One answer for "no such running instance of this account": a
+    // terminated instance and one that never existed read the same.
+    let terminated = v["errors"].to_string();
+    let ghost = crate::harness::aws::assume_role(m, &admin, &role_arn, "i-0123456789abcdef0").await;
+    let h = sigv4(&ghost, "sts", &url, BODY, &id_header);
+    let (s, v) = srv
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            Some(iam_login(&url, BODY, &h, "worker")),
+        )
+        .await;
+    assert!(s == 400 || s == 403, "ghost: {s} {v}");
+    let ghost_text = v["errors"].to_string();
+    assert!(
+        ghost_text.contains("is not a running instance of account"),
+        "{ghost_text}"
+    );
+    assert_eq!(
+        terminated.replace(&n2.id, "ID"),
+        ghost_text.replace("i-0123456789abcdef0", "ID"),
+        "the two refusals differ"
+    );
+
+    // The ARN and account are checked before any EC2 call: with EC2
+    // unreachable, a caller the role cannot accept is refused for what it
+    // is (403), never after a DescribeInstances attempt (500).
+    let (s, v) = srv
+        .call(
+            "POST",
+            "auth/aws/config/client",
+            Some(&root),
+            Some(json!({"endpoint": "http://127.0.0.1:1"})),
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    let h = sigv4(&outsider, "sts", &url, BODY, &id_header);
+    let (s, v) = srv
+        .call(
+            "POST",
+            "auth/aws/login",
+            None,
+            Some(iam_login(&url, BODY, &h, "worker")),
+        )
+        .await;
+    assert_eq!(s, 403, "outsider with EC2 unreachable: {v}");
+    assert!(
+        v["errors"]
+            .to_string()
+            .contains("does not belong to the role"),
+        "{v}"
+    );
 }

@@ -170,7 +170,7 @@ impl Device {
 }
 
 /// What the API knows about the caller, for the `auth` section.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Caller {
     /// The token presented (hashed before writing).
     pub token: Option<String>,
@@ -182,6 +182,16 @@ pub struct Caller {
     pub policies: Vec<String>,
     /// Its metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never printed.
+        f.debug_struct("Caller")
+            .field("display_name", &self.display_name)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One request as the audit log sees it.
@@ -252,6 +262,81 @@ fn log_all(devices: &[Device], line: impl Fn(&Device) -> Value) -> Result<(), Au
     } else {
         Err(AuditError::Unavailable)
     }
+}
+
+/// The largest audit entry a request may cause (bytes, estimated before any
+/// work): twice the request size limit, at least 256 KiB. Every string leaf
+/// becomes an HMAC of ~80 bytes, so a 1 MiB body of short strings would
+/// otherwise write tens of megabytes per device.
+pub fn max_entry_bytes(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_mul(2).max(256 * 1024)
+}
+
+/// An upper estimate of the size of the request entry for `data`.
+pub fn estimated_entry_bytes(data: &Map<String, Value>) -> usize {
+    fn size(v: &Value) -> usize {
+        match v {
+            // `"hmac-sha256:<64 hex>",`
+            Value::String(_) => 80,
+            Value::Array(a) => 2 + a.iter().map(size).sum::<usize>(),
+            Value::Object(o) => 2 + o.iter().map(|(k, v)| k.len() + 4 + size(v)).sum::<usize>(),
+            other => other.to_string().len() + 1,
+        }
+    }
+    1024 + data
+        .iter()
+        .map(|(k, v)| k.len() + 4 + size(v))
+        .sum::<usize>()
+}
+
+/// What [`log_request`]/[`log_response`] need, owned, so the entry can be
+/// hashed and written on a blocking thread, off the async workers.
+#[derive(Debug, Clone)]
+pub struct OwnedRecord {
+    /// Request id shared by the two lines.
+    pub id: String,
+    /// `read`, `update`, `list`, `delete`.
+    pub operation: &'static str,
+    /// Path below `/v1/`.
+    pub path: String,
+    /// Request body.
+    pub data: Map<String, Value>,
+    /// The caller.
+    pub caller: Caller,
+}
+
+impl OwnedRecord {
+    fn record(&self) -> Record<'_> {
+        Record {
+            id: &self.id,
+            operation: self.operation,
+            path: &self.path,
+            data: &self.data,
+            caller: &self.caller,
+        }
+    }
+}
+
+/// [`log_request`] on a blocking thread.
+pub async fn log_request_off_thread(
+    devices: std::sync::Arc<Vec<Device>>,
+    rec: std::sync::Arc<OwnedRecord>,
+) -> Result<(), AuditError> {
+    tokio::task::spawn_blocking(move || log_request(&devices, &rec.record()))
+        .await
+        .map_err(|_| AuditError::Unavailable)?
+}
+
+/// [`log_response`] on a blocking thread.
+pub async fn log_response_off_thread(
+    devices: std::sync::Arc<Vec<Device>>,
+    rec: std::sync::Arc<OwnedRecord>,
+    response: Value,
+    error: String,
+) -> Result<(), AuditError> {
+    tokio::task::spawn_blocking(move || log_response(&devices, &rec.record(), &response, &error))
+        .await
+        .map_err(|_| AuditError::Unavailable)?
 }
 
 /// Write the request entry to every device; fails if none could.

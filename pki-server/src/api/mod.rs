@@ -126,43 +126,19 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
         .await;
     }
 
-    let token = req.token.clone().ok_or_else(ApiError::permission_denied)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let entry = state
-        .cache
-        .tokens
-        .lookup(state.seal.generation(), barrier.as_ref(), &token, now)
-        .await?
-        .ok_or_else(ApiError::invalid_token)?;
-    let acl = state.acl(&barrier, &entry.policies).await?;
-    if !acl.is_root() {
-        let need = crate::auth::needed(
-            req.op == Operation::Read,
-            req.op == Operation::List,
-            req.op == Operation::Delete,
-        );
-        let acl_path = if req.op == Operation::List {
-            format!("{}/", req.path)
-        } else {
-            req.path.clone()
-        };
-        let caps = acl.capabilities(&acl_path);
-        let sudo = crate::auth::needs_sudo(&req.path, req.op == Operation::Delete);
-        if !caps.allows(need) || (sudo && !caps.allows(crate::auth::policy::Caps::SUDO)) {
-            return Err(ApiError::permission_denied());
+    let (entry, acl) = match authorize(state, &barrier, &req).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Refusals are audited too (Vault does): path, operation, the
+            // presented token as an HMAC, and the error.
+            let caller = crate::audit::Caller {
+                token: req.token.clone(),
+                ..Default::default()
+            };
+            return audited(state, &barrier, &req, &caller, async { Err(e) }).await;
         }
-        // allowed/denied/required_parameters, checked before any handler.
-        if matches!(req.op, Operation::Read | Operation::Update)
-            && !acl.parameters_allowed(&acl_path, &req.data)
-        {
-            return Err(ApiError::permission_denied());
-        }
-    }
-    // A limited-use token is spent by compare-and-swap before the handler
-    // runs: concurrent requests get exactly the uses it has left.
-    if !crate::auth::token::spend_use(barrier.as_ref(), &entry).await? {
-        return Err(ApiError::invalid_token());
-    }
+    };
+    let token = req.token.clone().unwrap_or_default();
     req.metadata = entry.meta.clone();
     let caller = crate::audit::Caller {
         token: Some(token.clone()),
@@ -199,7 +175,10 @@ async fn dispatch(state: &AppState, mut req: Request) -> Result<Reply, ApiError>
 
 /// Write the request entry, run `handler`, write the response entry. With
 /// devices enabled and none able to write, the request fails (500) — before
-/// the handler runs for the request entry, so nothing is issued.
+/// the handler runs for the request entry, so nothing is issued. A request
+/// whose entry would be too large is refused (413) before the handler, and
+/// audited without its body. Entries are hashed and written on blocking
+/// threads, never on the async workers.
 async fn audited(
     state: &AppState,
     barrier: &crate::seal::Barrier,
@@ -211,28 +190,94 @@ async fn audited(
     if devices.is_empty() {
         return handler.await;
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    let operation = match req.op {
-        Operation::Read | Operation::Head => "read",
-        Operation::List => "list",
-        Operation::Update => "update",
-        Operation::Delete => "delete",
+    let limit = crate::audit::max_entry_bytes(state.settings.max_request_bytes);
+    let too_large = crate::audit::estimated_entry_bytes(&req.data) > limit;
+    let rec = std::sync::Arc::new(crate::audit::OwnedRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        operation: match req.op {
+            Operation::Read | Operation::Head => "read",
+            Operation::List => "list",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        },
+        path: req.path.clone(),
+        data: if too_large {
+            Default::default()
+        } else {
+            req.data.clone()
+        },
+        caller: caller.clone(),
+    });
+    crate::audit::log_request_off_thread(devices.clone(), rec.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let result = if too_large {
+        Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request too large to audit: its audit entry would exceed {limit} bytes"),
+        ))
+    } else {
+        handler.await
     };
-    let rec = crate::audit::Record {
-        id: &id,
-        operation,
-        path: &req.path,
-        data: &req.data,
-        caller,
-    };
-    crate::audit::log_request(&devices, &rec).map_err(ApiError::internal)?;
-    let result = handler.await;
     let (view, error) = match &result {
         Ok(r) => (r.audit_view(), String::new()),
         Err(e) => (serde_json::json!({}), e.errors.join("; ")),
     };
-    crate::audit::log_response(&devices, &rec, &view, &error).map_err(ApiError::internal)?;
+    crate::audit::log_response_off_thread(devices, rec, view, error)
+        .await
+        .map_err(ApiError::internal)?;
     result
+}
+
+/// Check the request's token and ACL (parameter constraints included) and
+/// spend one use of a limited-use token: the token's entry and ACL, or the
+/// refusal.
+async fn authorize(
+    state: &AppState,
+    barrier: &crate::seal::Barrier,
+    req: &Request,
+) -> Result<(crate::auth::token::TokenEntry, crate::auth::policy::Acl), ApiError> {
+    let token = req
+        .token
+        .as_deref()
+        .ok_or_else(ApiError::permission_denied)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let entry = state
+        .cache
+        .tokens
+        .lookup(state.seal.generation(), barrier, token, now)
+        .await?
+        .ok_or_else(ApiError::invalid_token)?;
+    let acl = state.acl(barrier, &entry.policies).await?;
+    if !acl.is_root() {
+        let need = crate::auth::needed(
+            req.op == Operation::Read,
+            req.op == Operation::List,
+            req.op == Operation::Delete,
+        );
+        let acl_path = if req.op == Operation::List {
+            format!("{}/", req.path)
+        } else {
+            req.path.clone()
+        };
+        let caps = acl.capabilities(&acl_path);
+        let sudo = crate::auth::needs_sudo(&req.path, req.op == Operation::Delete);
+        if !caps.allows(need) || (sudo && !caps.allows(crate::auth::policy::Caps::SUDO)) {
+            return Err(ApiError::permission_denied());
+        }
+        // allowed/denied/required_parameters, checked before any handler.
+        if matches!(req.op, Operation::Read | Operation::Update)
+            && !acl.parameters_allowed(&acl_path, &req.data)
+        {
+            return Err(ApiError::permission_denied());
+        }
+    }
+    // A limited-use token is spent by compare-and-swap before the handler
+    // runs: concurrent requests get exactly the uses it has left.
+    if !crate::auth::token::spend_use(barrier, &entry).await? {
+        return Err(ApiError::invalid_token());
+    }
+    Ok((entry, acl))
 }
 
 /// Whether a path is served by the server itself rather than by a mount.

@@ -198,3 +198,102 @@ async fn requests_are_audited_with_secrets_hashed_and_failures_close() {
     );
     assert_eq!(cert_count(&app).await, before, "nothing issued");
 }
+
+/// Refused requests (no token, an invalid token, an ACL denial) are on record
+/// with the path and the error, the token only as an HMAC; and a body whose
+/// audit entry would be huge is refused (413) before any handler, its entry
+/// written without the body (before: refusals left no trace, and a 1 MiB
+/// login of short strings wrote tens of MB per device).
+#[tokio::test]
+async fn refusals_are_audited_and_audit_amplification_is_refused() {
+    let app = TestApp::new();
+    let root = app.init_unsealed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let r = app
+        .call(
+            "PUT",
+            "/v1/sys/audit/file",
+            Some(&root),
+            Some(json!({"type": "file", "options": {"file_path": log.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = app
+        .call(
+            "PUT",
+            "/v1/sys/policies/acl/none",
+            Some(&root),
+            Some(json!({"policy": "path \"x\" { capabilities = [\"read\"] }"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = app
+        .call(
+            "POST",
+            "/v1/auth/token/create",
+            Some(&root),
+            Some(json!({"policies": ["none"]})),
+        )
+        .await;
+    let weak = r.body["auth"]["client_token"].as_str().unwrap().to_string();
+    let bogus = "hvs.not-a-real-token-0123456789";
+    for (token, path) in [
+        (None, "sys/mounts"),
+        (Some(bogus), "sys/mounts"),
+        (Some(weak.as_str()), "sys/policies/acl/none"),
+    ] {
+        let r = app.call("GET", &format!("/v1/{path}"), token, None).await;
+        assert_eq!(r.status, 403, "{path}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(bogus) && !text.contains(&weak),
+        "a token in clear in the audit log"
+    );
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            e["type"] == "response"
+                && e["error"]
+                    .as_str()
+                    .is_some_and(|x| x.contains("permission denied") || x.contains("invalid token"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 3, "refusals on record: {refused:#?}");
+    for e in &refused {
+        let tok = e["auth"]["client_token"].as_str().unwrap();
+        assert!(tok.is_empty() || tok.starts_with("hmac-sha256:"), "{e}");
+    }
+
+    // A body (within the request limit, 64 KiB here) of short strings:
+    // refused before the handler.
+    let many: Vec<&str> = vec!["a"; 12_000];
+    let before = std::fs::metadata(&log).unwrap().len();
+    let r = app
+        .call(
+            "POST",
+            "/v1/auth/token/create",
+            Some(&root),
+            Some(json!({"policies": many})),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    let grown = std::fs::metadata(&log).unwrap().len() - before;
+    assert!(
+        grown < 16 * 1024,
+        "the refused request wrote {grown} bytes of audit log"
+    );
+    let r = app
+        .call("LIST", "/v1/auth/token/accessors", Some(&root), None)
+        .await;
+    assert_eq!(
+        r.body["data"]["keys"].as_array().unwrap().len(),
+        2,
+        "a refused request created a token"
+    );
+}

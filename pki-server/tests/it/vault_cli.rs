@@ -110,3 +110,54 @@ async fn readme_pki_commands_work_with_the_vault_cli() {
             .contains("common name evil.com not allowed by this role")
     );
 }
+
+/// `bao operator init` and `bao operator unseal`, as the README says they
+/// work: the CLI always sends `recovery_shares: 0, recovery_threshold: 0`,
+/// which a Shamir seal must take as absent (it refused them before).
+#[tokio::test]
+async fn operator_init_and_unseal_with_the_vault_cli() {
+    let Some(bao) = venv_tool("bao") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = ServerProcess::start("memory", &tmp.path().join("tls"), &[], vec![]);
+    let run = |args: &[&str]| {
+        let out = Command::new(&bao)
+            .args(args)
+            .env("VAULT_ADDR", srv.addr())
+            .env("VAULT_CACERT", srv.ca())
+            .env("HOME", tmp.path())
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "operator",
+        "init",
+        "-key-shares=3",
+        "-key-threshold=2",
+        "-format=json",
+    ]);
+    assert_eq!(code, Some(0), "bao operator init: {out}{err}");
+    let init: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys = init["unseal_keys_b64"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{init}");
+    assert!(init["root_token"].as_str().unwrap().starts_with("hvs."));
+    // `status` exits 2 while sealed.
+    assert_eq!(run(&["status"]).0, Some(2));
+    for k in &keys[..2] {
+        let (code, out, err) = run(&["operator", "unseal", k.as_str().unwrap()]);
+        assert_eq!(code, Some(0), "bao operator unseal: {out}{err}");
+    }
+    let (code, out, err) = run(&["status", "-format=json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["sealed"], false, "{st}");
+    // A second init is refused while unsealed.
+    let (code, _, err) = run(&["operator", "init", "-key-shares=1", "-key-threshold=1"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("already initialized"), "{err}");
+}

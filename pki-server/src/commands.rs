@@ -70,6 +70,10 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         println!("Development mode should NOT be used in production.");
     }
     crate::server::spawn_auto_unseal(state.seal.clone());
+    tokio::spawn(crate::maintenance::run(
+        state.clone(),
+        crate::maintenance::INTERVAL,
+    ));
     crate::server::spawn_token_tidy(state.seal.clone());
     tracing::info!(%addr, %scheme, storage = state.seal.storage().kind(), "listening");
     crate::server::serve(listener, tls, crate::router(state), shutdown).await?;

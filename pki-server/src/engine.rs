@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
+use x509_parser::prelude::FromDer as _;
 
 /// Why an engine operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -626,6 +627,32 @@ impl<'a> Engine<'a> {
                 Ok(Some(self.rebuild_crl_locked(&issuer, now).await?.der))
             }
         }
+    }
+
+    /// Rebuild the CRL when a third or less of its lifetime is left (or none
+    /// was built yet), so a published CRL never passes its nextUpdate while
+    /// the server runs. Returns whether it rebuilt.
+    pub async fn refresh_crl_if_due(&self, now: OffsetDateTime) -> Result<bool> {
+        let Some(issuer) = self.issuer().await? else {
+            return Ok(false);
+        };
+        let expiry = self.crl_config().await?.expiry;
+        if let Some(c) = self.read::<StoredCrl>("crl/current").await? {
+            let der = B64
+                .decode(c.der)
+                .map_err(|_| EngineError::Corrupt("crl/current".into()))?;
+            let next = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+                .ok()
+                .and_then(|(_, crl)| crl.next_update())
+                .map(|t| t.timestamp());
+            let margin = i64::try_from(expiry / 3).unwrap_or(i64::MAX);
+            if next.is_some_and(|n| n - unix(now) > margin) {
+                return Ok(false);
+            }
+        }
+        let _g = self.state.crl_lock.lock().await;
+        self.rebuild_crl_locked(&issuer, now).await?;
+        Ok(true)
     }
 
     /// Tidy: delete certificates (and revocation records) whose notAfter is

@@ -24,6 +24,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod maintenance;
 pub mod mounts;
 pub mod pki;
 pub mod profile;

@@ -397,3 +397,54 @@ async fn a_privileged_callers_period_is_capped_by_the_token_role() {
         .await;
     assert_eq!(me.body["data"]["period"], 768 * 3600, "{:?}", me.body);
 }
+
+/// The server rebuilds a CRL by itself before its nextUpdate (before, the
+/// stored CRL went stale unless someone asked for a rotation).
+#[tokio::test]
+async fn crls_are_rebuilt_before_they_expire() {
+    use x509_parser::prelude::FromDer as _;
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let app = TestApp::new();
+    let root = app.init_unsealed().await;
+    pki(&app, &root).await;
+    let r = app
+        .call(
+            "POST",
+            &format!("{M}/config/crl"),
+            Some(&root),
+            Some(json!({"expiry": "90s"})),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{:?}", r.body);
+    let r = app
+        .call("GET", &format!("{M}/crl/rotate"), Some(&root), None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let crl = |raw: Vec<u8>| {
+        let (_, c) = CertificateRevocationList::from_der(&raw).unwrap();
+        (
+            c.crl_number().unwrap().to_string(),
+            c.next_update().unwrap().timestamp(),
+        )
+    };
+    let first = crl(app.call("GET", &format!("{M}/crl"), None, None).await.raw);
+    let now = time::OffsetDateTime::now_utc();
+    // Plenty of life left: nothing to do.
+    assert_eq!(
+        pki_server::maintenance::tick(&app.state, now)
+            .await
+            .unwrap(),
+        0
+    );
+    // A third or less of its life left: rebuilt, with a later nextUpdate.
+    let later = now + time::Duration::seconds(70);
+    assert_eq!(
+        pki_server::maintenance::tick(&app.state, later)
+            .await
+            .unwrap(),
+        1
+    );
+    let second = crl(app.call("GET", &format!("{M}/crl"), None, None).await.raw);
+    assert_ne!(first.0, second.0, "the CRL number did not move");
+    assert!(second.1 > first.1, "{first:?} {second:?}");
+}

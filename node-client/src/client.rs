@@ -65,6 +65,31 @@ impl std::fmt::Debug for Issued {
     }
 }
 
+/// Whether `addr` is an `http://` URL whose host is a loopback address: an IP
+/// in 127.0.0.0/8, `::1`, or exactly `localhost`. Decided on the parsed URL,
+/// so `http://localhost.evil/` or `http://127.0.0.1@evil/` is not loopback.
+fn is_loopback_http(addr: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(addr) else {
+        return false;
+    };
+    if url.scheme() != "http" {
+        return false;
+    }
+    // The parser has already normalised the host: IPv4 in dotted form,
+    // IPv6 in brackets, names in lower case.
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost",
+    }
+}
+
 /// A configured client.
 pub struct Client {
     http: reqwest::Client,
@@ -104,9 +129,9 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| ClientError::Config(format!("bad CA bundle: {e}")))?;
             b = b.tls_certs_only(certs);
-        } else if !addr.starts_with("http://127.") && !addr.starts_with("http://localhost") {
+        } else if !is_loopback_http(&addr) {
             return Err(ClientError::Config(
-                "plain http is only for a loopback address".into(),
+                "plain http is only for a loopback address (127.0.0.0/8, ::1, localhost)".into(),
             ));
         }
         let http = b.build().map_err(|e| ClientError::Config(e.to_string()))?;
@@ -322,5 +347,46 @@ mod tests {
         assert!(Client::new("https://pki:8200", None, Zeroizing::new("t".into())).is_err());
         assert!(Client::new("http://10.0.0.1:8200", None, Zeroizing::new("t".into())).is_err());
         assert!(Client::new("http://127.0.0.1:8200", None, Zeroizing::new("t".into())).is_ok());
+    }
+
+    /// `addr` if `Client::new` takes it without a CA and `allowed` is false,
+    /// or refuses it and `allowed` is true.
+    fn check(addr: &str, allowed: bool) -> Option<String> {
+        let got = Client::new(addr, None, Zeroizing::new("t".into()));
+        (got.is_ok() != allowed).then(|| match got {
+            Ok(_) => format!("{addr} taken"),
+            Err(e) => format!("{addr} refused: {e}"),
+        })
+    }
+
+    #[test]
+    fn plain_http_only_when_the_host_is_loopback() {
+        let wrong: Vec<String> = [
+            ("http://127.0.0.1:8200", true),
+            ("http://127.1.2.3:8200", true),
+            ("http://127.0.0.1", true),
+            ("http://[::1]:8200", true),
+            ("http://localhost:8200", true),
+            ("http://LOCALHOST:8200/", true),
+            ("http://localhost.evil/", false),
+            ("http://localhost.evil:8200", false),
+            ("http://localhostevil/", false),
+            ("http://127.0.0.1.evil.com/", false),
+            ("http://127.evil.com/", false),
+            ("http://127.0.0.1@evil.com/", false),
+            ("http://localhost@evil/", false),
+            ("http://user@evil/", false),
+            ("http://10.0.0.1/", false),
+            ("http://[::2]:8200", false),
+            ("http://[::ffff:10.0.0.1]/", false),
+            ("http://evil/", false),
+            ("ftp://127.0.0.1/", false),
+            ("127.0.0.1:8200", false),
+            ("not a url", false),
+        ]
+        .into_iter()
+        .filter_map(|(addr, allowed)| check(addr, allowed))
+        .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 }

@@ -9,6 +9,9 @@
 //! either the old set or the new set, never a mix, and never a partial file,
 //! whatever point the writer is killed at. The previous version is removed
 //! after the switch; a leftover from a killed writer is removed by the next one.
+//! A `..data` that names anything but one of the store's own version folders
+//! (another path, a symlink, a name the store never makes) is refused before
+//! anything is touched.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -54,6 +57,17 @@ pub enum StoreError {
     /// A visible name exists and is not our symlink (refuse to clobber it).
     #[error("{0} exists and is not managed by node-client")]
     Foreign(PathBuf),
+    /// `..data` names something other than one of this store's own version
+    /// folders (refuse to remove or replace what it names).
+    #[error(
+        "{link} points at {target:?}, which is not a version folder of this store; refusing to write (remove the link to start afresh)"
+    )]
+    ForeignData {
+        /// The `..data` link.
+        link: PathBuf,
+        /// What it names.
+        target: PathBuf,
+    },
     /// I/O failed.
     #[error("{path}: {source}")]
     Io {
@@ -95,6 +109,43 @@ fn check_name(n: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether `name` is a version folder name this store makes: `..v-` and 16
+/// lower-case hex digits (`random_suffix`).
+fn is_version_name(name: &str) -> bool {
+    name.strip_prefix(VERSION_PREFIX)
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// The version folder `..data` names (None: no link yet), only if it is one
+/// of this store's own: a bare name of the store's pattern that is a real
+/// folder in `dir`, not a symlink. A name of the pattern that no longer
+/// exists is accepted: it can only name `dir/<name>`, and nothing is left
+/// to remove. Anything else is refused, before anything is touched.
+fn previous_version(dir: &Path) -> Result<Option<String>, StoreError> {
+    let data = dir.join(DATA_LINK);
+    match fs::symlink_metadata(&data) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&data)(e)),
+        Ok(m) if !m.file_type().is_symlink() => return Err(StoreError::Foreign(data)),
+        Ok(_) => {}
+    }
+    let target = fs::read_link(&data).map_err(io(&data))?;
+    let refuse = |target: PathBuf| StoreError::ForeignData {
+        link: data.clone(),
+        target,
+    };
+    let Some(name) = target.to_str().filter(|n| is_version_name(n)) else {
+        return Err(refuse(target));
+    };
+    let folder = dir.join(name);
+    match fs::symlink_metadata(&folder) {
+        Ok(m) if m.file_type().is_dir() => Ok(Some(name.to_string())),
+        Ok(_) => Err(refuse(target.clone())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(name.to_string())),
+        Err(e) => Err(io(&folder)(e)),
+    }
+}
+
 /// Replace the set of files in `dir` with `files`, atomically as a whole.
 pub fn write_set(dir: &Path, files: &[FileSpec]) -> Result<(), StoreError> {
     for f in files {
@@ -109,12 +160,12 @@ pub fn write_set(dir: &Path, files: &[FileSpec]) -> Result<(), StoreError> {
             _ => {}
         }
     }
-    let previous = fs::read_link(dir.join(DATA_LINK)).ok();
+    let previous = previous_version(dir)?;
     // Leftovers of a writer killed before its switch.
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let current = previous.as_deref().is_some_and(|p| p == Path::new(&name));
+            let current = previous.as_deref() == Some(name.as_str());
             if (name.starts_with(VERSION_PREFIX) && !current) || name.starts_with("..tmp-") {
                 let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
             }
@@ -166,7 +217,7 @@ pub fn write_set(dir: &Path, files: &[FileSpec]) -> Result<(), StoreError> {
     }
     fsync_dir(dir)?;
     if let Some(old) = previous
-        && old != Path::new(&version)
+        && old != version
     {
         match fs::remove_dir_all(dir.join(&old)) {
             Ok(()) => {}
@@ -315,6 +366,73 @@ mod tests {
         assert_eq!(read(d.path(), "cert.pem").unwrap(), b"old");
         write_set(d.path(), &[spec("cert.pem", "new", 0o644)]).unwrap();
         assert!(!d.path().join("..v-dead").exists());
+        assert_eq!(read(d.path(), "cert.pem").unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_data_link_to_anything_but_its_own_version_folder_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep.txt"), "someone else's").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        write_set(&store, &[spec("cert.pem", "old", 0o644)]).unwrap();
+        let own = fs::read_link(store.join(DATA_LINK)).unwrap();
+        // A folder of the right name that is a symlink, and one with a name
+        // the store never makes.
+        symlink(outside.path(), store.join("..v-0123456789abcdef")).unwrap();
+        fs::create_dir(store.join("..v-other")).unwrap();
+        fs::create_dir(d.path().join("..v-0123456789abcdef")).unwrap();
+        let targets = [
+            outside.path().to_path_buf(),
+            PathBuf::from("../..v-0123456789abcdef"),
+            PathBuf::from("..v-0123456789abcdef"),
+            PathBuf::from("..v-other"),
+            PathBuf::from(".."),
+            PathBuf::from("."),
+            PathBuf::from("..v-0123456789ABCDEF"),
+            PathBuf::from("..v-0123456789abcdef/"),
+            PathBuf::from("./..v-0123456789abcdef"),
+        ];
+        for target in targets {
+            let link = store.join(DATA_LINK);
+            let _ = fs::remove_file(&link);
+            symlink(&target, &link).unwrap();
+            let before = fs::read_dir(&store).unwrap().count();
+            let e = write_set(&store, &[spec("cert.pem", "new", 0o644)])
+                .expect_err(&format!("{target:?} is refused"));
+            assert!(
+                matches!(&e, StoreError::ForeignData { target: t, .. } if *t == target),
+                "{target:?}: {e}"
+            );
+            assert!(
+                e.to_string().contains("not a version folder of this store"),
+                "{e}"
+            );
+            assert_eq!(fs::read_link(&link).unwrap(), target, "the link is kept");
+            assert_eq!(fs::read_dir(&store).unwrap().count(), before, "{target:?}");
+        }
+        assert_eq!(
+            fs::read(outside.path().join("keep.txt")).unwrap(),
+            b"someone else's"
+        );
+        assert!(d.path().join("..v-0123456789abcdef").is_dir());
+        assert!(store.join("..v-other").is_dir());
+        assert!(store.join(&own).is_dir(), "the last good version is kept");
+        // A plain directory in the place of the link is refused too.
+        fs::remove_file(store.join(DATA_LINK)).unwrap();
+        fs::create_dir(store.join(DATA_LINK)).unwrap();
+        let e = write_set(&store, &[spec("cert.pem", "new", 0o644)]).unwrap_err();
+        assert!(matches!(e, StoreError::Foreign(_)), "{e}");
+        assert!(store.join(&own).is_dir());
+    }
+
+    #[test]
+    fn a_data_link_to_its_own_vanished_version_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        write_set(d.path(), &[spec("cert.pem", "old", 0o644)]).unwrap();
+        let own = fs::read_link(d.path().join(DATA_LINK)).unwrap();
+        fs::remove_dir_all(d.path().join(&own)).unwrap();
+        write_set(d.path(), &[spec("cert.pem", "new", 0o644)]).unwrap();
         assert_eq!(read(d.path(), "cert.pem").unwrap(), b"new");
     }
 

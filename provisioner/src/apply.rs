@@ -2,11 +2,12 @@
 //!
 //! Changes run level by level (`Kind::level`); the changes of one level run
 //! concurrently. Every created resource is tagged at creation. Deletes retry
-//! `DependencyViolation` (and similar "still in use" answers) with backoff.
+//! `DependencyViolation` (and similar "still in use" answers) with backoff;
+//! a delete that finds its resource already gone is done (`aws::unless_gone`).
 //! A failure stops after the level in flight; what was done stays done and is
 //! found again by the next plan, so a re-run converges.
 
-use crate::aws::{Clients, code, err};
+use crate::aws::{Clients, code, err, unless_gone};
 use crate::ignition;
 use crate::model::{
     AFTER_APPLY, ArtifactBody, BucketPurpose, Desired, Kind, Known, Resource, Rule, Source,
@@ -1447,17 +1448,18 @@ impl<'a> Executor<'a> {
     async fn wait_nat(&self, id: &str, state: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + self.patience;
         loop {
-            let out = self
-                .aws
-                .ec2
-                .describe_nat_gateways()
-                .nat_gateway_ids(id)
-                .send()
-                .await
-                .map_err(err)?;
+            // A NAT gateway EC2 no longer knows (NatGatewayNotFound) is deleted.
+            let out = unless_gone(
+                self.aws
+                    .ec2
+                    .describe_nat_gateways()
+                    .nat_gateway_ids(id)
+                    .send()
+                    .await,
+            )?;
             let now = out
-                .nat_gateways()
-                .first()
+                .as_ref()
+                .and_then(|o| o.nat_gateways().first())
                 .and_then(|n| n.state())
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|| "deleted".into());
@@ -1518,53 +1520,43 @@ impl<'a> Executor<'a> {
         }
     }
 
+    /// One attempt at deleting `key`. Every step that finds what it removes
+    /// already gone goes on (an earlier attempt, the SDK's own retry of a
+    /// call that succeeded, or anyone else may have removed it); the last
+    /// step, the delete of the resource itself, is done when the resource is
+    /// gone. A not-found answer of an earlier step never ends the delete: it
+    /// may be about something else (a rule naming a group already deleted).
     async fn delete_once(&self, kind: Kind, key: &str, id: &str) -> anyhow::Result<()> {
         let ec2 = &self.aws.ec2;
         let o = self.world.by_key.get(key);
         let attr = |a: &str| o.and_then(|o| o.attrs.get(a)).cloned().unwrap_or_default();
         match kind {
             Kind::AutoScalingGroup => {
-                match self
-                    .aws
-                    .asg
-                    .delete_auto_scaling_group()
-                    .auto_scaling_group_name(id)
-                    .force_delete(true)
-                    .send()
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e)
-                        if format!(
-                            "{}",
-                            aws_smithy_types::error::display::DisplayErrorContext(&e)
-                        )
-                        .contains("not found") => {}
-                    Err(e) => return Err(err(e)),
+                // Asked first: moto answers the delete of a missing group with a server error.
+                if !self.asg_exists(id).await? {
+                    return Ok(());
                 }
-                let deadline = tokio::time::Instant::now() + self.patience;
-                loop {
-                    let g = self
-                        .aws
+                unless_gone(
+                    self.aws
                         .asg
-                        .describe_auto_scaling_groups()
-                        .auto_scaling_group_names(id)
+                        .delete_auto_scaling_group()
+                        .auto_scaling_group_name(id)
+                        .force_delete(true)
                         .send()
-                        .await
-                        .map_err(err)?;
-                    if g.auto_scaling_groups().is_empty() || tokio::time::Instant::now() > deadline
-                    {
-                        break;
-                    }
+                        .await,
+                )?;
+                let deadline = tokio::time::Instant::now() + self.patience;
+                while self.asg_exists(id).await? && tokio::time::Instant::now() <= deadline {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
             Kind::LaunchTemplate => {
-                ec2.delete_launch_template()
-                    .launch_template_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    ec2.delete_launch_template()
+                        .launch_template_id(id)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::Record => {
                 use aws_sdk_route53::types::*;
@@ -1582,157 +1574,128 @@ impl<'a> Executor<'a> {
                     .action(ChangeAction::Delete)
                     .resource_record_set(set)
                     .build()?;
-                self.aws
-                    .r53
-                    .change_resource_record_sets()
-                    .hosted_zone_id(attr("zone"))
-                    .change_batch(ChangeBatch::builder().changes(change).build()?)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    self.aws
+                        .r53
+                        .change_resource_record_sets()
+                        .hosted_zone_id(attr("zone"))
+                        .change_batch(ChangeBatch::builder().changes(change).build()?)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::Listener => {
-                self.aws
-                    .elb
-                    .delete_listener()
-                    .listener_arn(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(self.aws.elb.delete_listener().listener_arn(id).send().await)?;
             }
             Kind::RouteTable => {
                 for a in attr("associations").split(',').filter(|a| !a.is_empty()) {
-                    match ec2
-                        .disassociate_route_table()
-                        .association_id(a)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e) if code(&e).is_some_and(|c| c.contains("NotFound")) => {}
-                        Err(e) => return Err(err(e)),
-                    }
+                    unless_gone(
+                        ec2.disassociate_route_table()
+                            .association_id(a)
+                            .send()
+                            .await,
+                    )?;
                 }
-                ec2.delete_route_table()
-                    .route_table_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(ec2.delete_route_table().route_table_id(id).send().await)?;
             }
             Kind::LoadBalancer => {
-                self.aws
-                    .elb
-                    .delete_load_balancer()
-                    .load_balancer_arn(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    self.aws
+                        .elb
+                        .delete_load_balancer()
+                        .load_balancer_arn(id)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::TargetGroup => {
-                self.aws
-                    .elb
-                    .delete_target_group()
-                    .target_group_arn(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    self.aws
+                        .elb
+                        .delete_target_group()
+                        .target_group_arn(id)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::InstanceProfile => {
-                let p = self
-                    .aws
-                    .iam
-                    .get_instance_profile()
-                    .instance_profile_name(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
-                for role in p.instance_profile().map(|p| p.roles()).unwrap_or_default() {
-                    self.aws
-                        .iam
-                        .remove_role_from_instance_profile()
+                let iam = &self.aws.iam;
+                let p = unless_gone(
+                    iam.get_instance_profile()
                         .instance_profile_name(id)
-                        .role_name(role.role_name())
                         .send()
-                        .await
-                        .map_err(err)?;
+                        .await,
+                )?;
+                let roles: Vec<String> = p
+                    .as_ref()
+                    .and_then(|p| p.instance_profile())
+                    .map(|p| {
+                        p.roles()
+                            .iter()
+                            .map(|r| r.role_name().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for role in roles {
+                    unless_gone(
+                        iam.remove_role_from_instance_profile()
+                            .instance_profile_name(id)
+                            .role_name(role)
+                            .send()
+                            .await,
+                    )?;
                 }
-                self.aws
-                    .iam
-                    .delete_instance_profile()
-                    .instance_profile_name(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    iam.delete_instance_profile()
+                        .instance_profile_name(id)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::NatGateway => {
-                ec2.delete_nat_gateway()
-                    .nat_gateway_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
-                self.wait_nat(id, "deleted").await?;
+                if unless_gone(ec2.delete_nat_gateway().nat_gateway_id(id).send().await)?.is_some()
+                {
+                    self.wait_nat(id, "deleted").await?;
+                }
             }
             Kind::IamRole => {
-                let ps = self
-                    .aws
-                    .iam
-                    .list_role_policies()
-                    .role_name(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
-                for p in ps.policy_names() {
-                    self.aws
-                        .iam
-                        .delete_role_policy()
-                        .role_name(id)
-                        .policy_name(p)
-                        .send()
-                        .await
-                        .map_err(err)?;
+                let iam = &self.aws.iam;
+                let policies = unless_gone(iam.list_role_policies().role_name(id).send().await)?
+                    .map(|ps| ps.policy_names().to_vec())
+                    .unwrap_or_default();
+                for p in policies {
+                    unless_gone(
+                        iam.delete_role_policy()
+                            .role_name(id)
+                            .policy_name(p)
+                            .send()
+                            .await,
+                    )?;
                 }
-                self.aws
-                    .iam
-                    .delete_role()
-                    .role_name(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(iam.delete_role().role_name(id).send().await)?;
             }
             Kind::HostedZone => {
-                self.aws
-                    .r53
-                    .delete_hosted_zone()
-                    .id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(self.aws.r53.delete_hosted_zone().id(id).send().await)?;
             }
             Kind::SecurityGroup => {
-                let g = ec2
-                    .describe_security_groups()
-                    .group_ids(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
-                let perms: Vec<_> = g
-                    .security_groups()
-                    .first()
-                    .map(|g| g.ip_permissions().to_vec())
-                    .unwrap_or_default();
+                let perms: Vec<_> =
+                    unless_gone(ec2.describe_security_groups().group_ids(id).send().await)?
+                        .and_then(|g| {
+                            g.security_groups()
+                                .first()
+                                .map(|g| g.ip_permissions().to_vec())
+                        })
+                        .unwrap_or_default();
                 if !perms.is_empty() {
-                    ec2.revoke_security_group_ingress()
-                        .group_id(id)
-                        .set_ip_permissions(Some(perms))
-                        .send()
-                        .await
-                        .map_err(err)?;
+                    unless_gone(
+                        ec2.revoke_security_group_ingress()
+                            .group_id(id)
+                            .set_ip_permissions(Some(perms))
+                            .send()
+                            .await,
+                    )?;
                 }
-                ec2.delete_security_group()
-                    .group_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(ec2.delete_security_group().group_id(id).send().await)?;
             }
             Kind::InternetGateway => {
                 for vpc in attr("vpcs").split(',').filter(|v| !v.is_empty()) {
@@ -1743,77 +1706,96 @@ impl<'a> Executor<'a> {
                         .send()
                         .await
                     {
-                        Ok(_) => {}
                         Err(e) if code(&e).as_deref() == Some("Gateway.NotAttached") => {}
-                        Err(e) => return Err(err(e)),
+                        r => {
+                            unless_gone(r)?;
+                        }
                     }
                 }
-                ec2.delete_internet_gateway()
-                    .internet_gateway_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    ec2.delete_internet_gateway()
+                        .internet_gateway_id(id)
+                        .send()
+                        .await,
+                )?;
             }
             Kind::Subnet => {
-                ec2.delete_subnet()
-                    .subnet_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(ec2.delete_subnet().subnet_id(id).send().await)?;
             }
             Kind::ElasticIp => {
-                ec2.release_address()
-                    .allocation_id(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(ec2.release_address().allocation_id(id).send().await)?;
             }
             Kind::Vpc => {
-                ec2.delete_vpc().vpc_id(id).send().await.map_err(err)?;
+                unless_gone(ec2.delete_vpc().vpc_id(id).send().await)?;
             }
             Kind::KmsKey => {
+                let kms = &self.aws.kms;
                 let alias = attr("alias");
                 if !alias.is_empty() {
-                    self.aws
-                        .kms
-                        .delete_alias()
-                        .alias_name(alias)
-                        .send()
-                        .await
-                        .map_err(err)?;
+                    unless_gone(kms.delete_alias().alias_name(alias).send().await)?;
                 }
-                self.aws
-                    .kms
+                let r = kms
                     .schedule_key_deletion()
                     .key_id(id)
                     .pending_window_in_days(7)
                     .send()
-                    .await
-                    .map_err(err)?;
+                    .await;
+                // Scheduled before: KMS refuses to schedule it again.
+                let scheduled_before = match &r {
+                    Err(e) if code(e).as_deref() == Some("KMSInvalidStateException") => {
+                        self.kms_pending_deletion(id).await?
+                    }
+                    _ => false,
+                };
+                if !scheduled_before {
+                    unless_gone(r)?;
+                }
             }
             Kind::Bucket => self.empty_and_delete_bucket(id).await?,
             Kind::Trail => {
-                self.aws
-                    .cloudtrail
-                    .delete_trail()
-                    .name(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(self.aws.cloudtrail.delete_trail().name(id).send().await)?;
             }
             Kind::Object => {
                 // A versioned bucket keeps the old versions; deleting the bucket removes them.
-                self.aws
-                    .s3
-                    .delete_object()
-                    .bucket(attr("bucket"))
-                    .key(id)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    self.aws
+                        .s3
+                        .delete_object()
+                        .bucket(attr("bucket"))
+                        .key(id)
+                        .send()
+                        .await,
+                )?;
             }
         }
         Ok(())
+    }
+
+    /// Whether the auto scaling group `name` exists (still).
+    async fn asg_exists(&self, name: &str) -> anyhow::Result<bool> {
+        let g = self
+            .aws
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(!g.auto_scaling_groups().is_empty())
+    }
+
+    /// Whether the KMS key `id` is gone or already scheduled for deletion.
+    async fn kms_pending_deletion(&self, id: &str) -> anyhow::Result<bool> {
+        let Some(d) = unless_gone(self.aws.kms.describe_key().key_id(id).send().await)? else {
+            return Ok(true);
+        };
+        Ok(matches!(
+            d.key_metadata().and_then(|m| m.key_state()),
+            Some(
+                aws_sdk_kms::types::KeyState::PendingDeletion
+                    | aws_sdk_kms::types::KeyState::PendingReplicaDeletion
+            )
+        ))
     }
 
     /// Upload an artifact with its SHA-256 in the metadata (what plan compares).
@@ -1879,16 +1861,17 @@ impl<'a> Executor<'a> {
                 break;
             }
             for (k, vid) in ids {
-                s3.delete_object()
-                    .bucket(name)
-                    .key(k)
-                    .set_version_id(vid)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                unless_gone(
+                    s3.delete_object()
+                        .bucket(name)
+                        .key(k)
+                        .set_version_id(vid)
+                        .send()
+                        .await,
+                )?;
             }
         }
-        s3.delete_bucket().bucket(name).send().await.map_err(err)?;
+        unless_gone(s3.delete_bucket().bucket(name).send().await)?;
         Ok(())
     }
 }

@@ -212,6 +212,85 @@ where
     }
 }
 
+/// Error codes that say the resource a call names does not exist (any
+/// more). A delete that gets one is done: the resource is gone, whether an
+/// earlier attempt (the SDK's own retry, a retry loop, another destroy) or
+/// anyone else removed it.
+const NOT_FOUND: &[&str] = &[
+    // EC2
+    "InvalidVpcID.NotFound",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+    "InvalidPermission.NotFound",
+    "InvalidInternetGatewayID.NotFound",
+    "InvalidRouteTableID.NotFound",
+    "InvalidAssociationID.NotFound",
+    "InvalidRoute.NotFound",
+    "InvalidAllocationID.NotFound",
+    "NatGatewayNotFound",
+    "InvalidLaunchTemplateId.NotFound",
+    "InvalidLaunchTemplateName.NotFoundException",
+    // Elastic Load Balancing v2
+    "LoadBalancerNotFound",
+    "TargetGroupNotFound",
+    "ListenerNotFound",
+    // IAM
+    "NoSuchEntity",
+    // Route 53
+    "NoSuchHostedZone",
+    // S3
+    "NoSuchBucket",
+    "NoSuchKey",
+    // KMS (a key pending deletion answers KMSInvalidStateException: the
+    // KMS delete checks the key's state itself)
+    "NotFoundException",
+    // CloudTrail
+    "TrailNotFoundException",
+];
+
+/// Error codes that say "not found" only with a message that does: Auto
+/// Scaling's `AutoScalingGroup name not found - ...`, Route 53's
+/// `Tried to delete resource record set [...] but it was not found`.
+const NOT_FOUND_IF_SAID: &[(&str, &str)] = &[
+    ("ValidationError", "not found"),
+    ("InvalidChangeBatch", "but it was not found"),
+];
+
+/// Whether a service's answer (`code`, `message`) says that what the call
+/// names does not exist.
+pub fn is_not_found(code: Option<&str>, message: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    NOT_FOUND.contains(&code)
+        || NOT_FOUND_IF_SAID
+            .iter()
+            .any(|(c, said)| *c == code && message.is_some_and(|m| m.contains(said)))
+}
+
+/// The output of a call, or None when the service answered that what the
+/// call names does not exist ([`is_not_found`]); any other failure as an
+/// error with its whole source chain.
+pub fn unless_gone<T, E, R>(
+    result: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+) -> anyhow::Result<Option<T>>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(aws_smithy_runtime_api::client::result::SdkError::ServiceError(s))
+            if is_not_found(s.err().code(), s.err().message()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
 /// Percent-decode (IAM returns policy documents URL-encoded).
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -239,4 +318,85 @@ pub fn policy_json(doc: &str) -> serde_json::Value {
     serde_json::from_str(doc)
         .or_else(|_| serde_json::from_str(&percent_decode(doc)))
         .unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(code: Option<&str>, message: Option<&str>, gone: bool) {
+        assert_eq!(is_not_found(code, message), gone, "{code:?} {message:?}");
+    }
+
+    #[test]
+    fn not_found_answers_of_every_kind_the_provisioner_deletes() {
+        for code in [
+            "InvalidGroup.NotFound",
+            "InvalidVpcID.NotFound",
+            "InvalidSubnetID.NotFound",
+            "InvalidInternetGatewayID.NotFound",
+            "InvalidRouteTableID.NotFound",
+            "InvalidAssociationID.NotFound",
+            "InvalidAllocationID.NotFound",
+            "NatGatewayNotFound",
+            "InvalidLaunchTemplateId.NotFound",
+            "InvalidLaunchTemplateName.NotFoundException",
+            "LoadBalancerNotFound",
+            "TargetGroupNotFound",
+            "ListenerNotFound",
+            "NoSuchEntity",
+            "NoSuchHostedZone",
+            "NoSuchBucket",
+            "NoSuchKey",
+            "NotFoundException",
+            "TrailNotFoundException",
+        ] {
+            check(Some(code), None, true);
+            check(Some(code), Some("anything"), true);
+        }
+        check(
+            Some("ValidationError"),
+            Some("AutoScalingGroup name not found - AutoScalingGroup 'demo-worker' not found"),
+            true,
+        );
+        check(
+            Some("InvalidChangeBatch"),
+            Some(
+                "[Tried to delete resource record set [name='pki.demo.internal.', type='A'] but it was not found]",
+            ),
+            true,
+        );
+    }
+
+    #[test]
+    fn other_answers_are_not_not_found() {
+        check(None, None, false);
+        check(None, Some("not found"), false);
+        for code in [
+            "DependencyViolation",
+            "ResourceInUse",
+            "DeleteConflict",
+            "ScalingActivityInProgress",
+            "KMSInvalidStateException",
+            "Gateway.NotAttached",
+            "AccessDenied",
+            "UnauthorizedOperation",
+            "Throttling",
+            "InternalError",
+            "InvalidGroup.InUse",
+            "invalidgroup.notfound",
+        ] {
+            check(Some(code), None, false);
+            check(Some(code), Some("resource not found"), false);
+        }
+        check(Some("ValidationError"), Some("Invalid max size"), false);
+        check(Some("ValidationError"), None, false);
+        check(
+            Some("InvalidChangeBatch"),
+            Some(
+                "Tried to delete resource record set [name='pki.demo.internal.', type='A'] but the values provided do not match the current values",
+            ),
+            false,
+        );
+    }
 }

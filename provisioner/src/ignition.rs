@@ -430,6 +430,8 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
                         ),
                         l("Restart=always"),
                         l("RestartSec=5"),
+                        // pki-server caps its own connections below this.
+                        l("LimitNOFILE=65536"),
                     ],
                 ),
                 ("Install", vec![l("WantedBy=multi-user.target")]),
@@ -743,6 +745,24 @@ mod tests {
                 assert!(seen > 3, "{role}: the check saw only {seen} paths");
             }
         }
+    }
+
+    #[test]
+    fn pki_server_may_hold_65536_open_files() {
+        let config = config(&spec(), Role::PkiServer);
+        let unit = config
+            .systemd
+            .units
+            .iter()
+            .find(|u| u.name == "pki-server.service")
+            .expect("pki-server.service");
+        let text = unit.contents.as_deref().expect("contents");
+        let service: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "[Service]")
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert!(service.contains(&"LimitNOFILE=65536"), "{text}");
     }
 
     #[test]

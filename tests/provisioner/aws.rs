@@ -778,31 +778,12 @@ async fn only_applies_the_named_groups() {
     assert!(p.plan(&[Group::S3]).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn destroy_leaves_nothing_tagged_owned() {
-    let Some(moto) = Moto::start() else { return };
-    let p = moto.provisioner(SPEC).await;
-    // Someone else's bucket and VPC in the same account are never touched.
-    p.aws
-        .s3
-        .create_bucket()
-        .bucket("not-ours")
-        .send()
-        .await
-        .unwrap();
-    let foreign = p
-        .aws
-        .ec2
-        .create_vpc()
-        .cidr_block("10.9.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let foreign = foreign.vpc().unwrap().vpc_id().unwrap().to_string();
-    p.apply(&[]).await.unwrap();
-    p.destroy().await.unwrap();
+/// Nothing the cluster owned is left: EC2 resources tagged as owned, auto
+/// scaling groups, load balancers, target groups, IAM roles and instance
+/// profiles, buckets, hosted zones, the trail; its KMS key is pending deletion.
+async fn check_everything_destroyed(p: &Provisioner) {
     let none: Vec<(&str, usize)> = FULL_EC2.iter().map(|(k, _)| (*k, 0)).collect();
-    assert_eq!(owned_ec2(&p).await, none);
+    assert_eq!(owned_ec2(p).await, none);
     let groups = p
         .aws
         .asg
@@ -849,8 +830,13 @@ async fn destroy_leaves_nothing_tagged_owned() {
             .is_empty()
     );
     let buckets = p.aws.s3.list_buckets().send().await.unwrap();
-    let names: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
-    assert_eq!(names, vec!["not-ours"]);
+    let ours: Vec<&str> = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .filter(|n| n.starts_with("kube-aws-pki-demo-"))
+        .collect();
+    assert!(ours.is_empty(), "buckets left: {ours:?}");
     let zones = p.aws.r53.list_hosted_zones().send().await.unwrap();
     assert!(zones.hosted_zones().is_empty());
     let aliases = p.aws.kms.list_aliases().send().await.unwrap();
@@ -890,6 +876,43 @@ async fn destroy_leaves_nothing_tagged_owned() {
             "a live key is left: {d:?}"
         );
     }
+    let trails = p.aws.cloudtrail.describe_trails().send().await.unwrap();
+    assert!(
+        !trails
+            .trail_list()
+            .iter()
+            .any(|t| t.name() == Some("demo-trail")),
+        "trail left after destroy"
+    );
+}
+
+#[tokio::test]
+async fn destroy_leaves_nothing_tagged_owned() {
+    let Some(moto) = Moto::start() else { return };
+    let p = moto.provisioner(SPEC).await;
+    // Someone else's bucket and VPC in the same account are never touched.
+    p.aws
+        .s3
+        .create_bucket()
+        .bucket("not-ours")
+        .send()
+        .await
+        .unwrap();
+    let foreign = p
+        .aws
+        .ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let foreign = foreign.vpc().unwrap().vpc_id().unwrap().to_string();
+    p.apply(&[]).await.unwrap();
+    p.destroy().await.unwrap();
+    check_everything_destroyed(&p).await;
+    let buckets = p.aws.s3.list_buckets().send().await.unwrap();
+    let names: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, vec!["not-ours"]);
     let vpcs = p
         .aws
         .ec2
@@ -909,6 +932,57 @@ async fn destroy_leaves_nothing_tagged_owned() {
             .iter()
             .all(|c| c.action == Action::Create)
     );
+}
+
+/// A destroy that meets a security group already gone (deleted by a delete
+/// the SDK retried after it had succeeded, or by anyone after the destroy
+/// observed it) counts it as deleted and removes everything else.
+#[tokio::test]
+async fn destroy_counts_a_security_group_already_gone_as_deleted() {
+    let Some(moto) = Moto::start() else { return };
+    let p = moto.provisioner(SPEC).await;
+    p.apply(&[]).await.unwrap();
+    let (desired, observed) = p.model().await.unwrap();
+    let worker = observed.by_key["sg/worker"].id.clone();
+    p.aws
+        .ec2
+        .delete_security_group()
+        .group_id(&worker)
+        .send()
+        .await
+        .unwrap();
+    let plan = provisioner::plan::destroy(&observed.by_key, &[], &desired);
+    assert!(plan.changes.iter().any(|c| c.key == "sg/worker"), "{plan}");
+    let exec = provisioner::apply::Executor::new(&p.aws, &p.spec, &observed, &desired);
+    exec.run(&plan).await.unwrap();
+    check_everything_destroyed(&p).await;
+    assert!(p.destroy().await.unwrap().is_empty());
+}
+
+/// The same for every kind: a destroy run over an observation of a cluster
+/// that another destroy has since removed finds every resource gone, and
+/// succeeds.
+#[tokio::test]
+async fn destroy_counts_every_kind_already_gone_as_deleted() {
+    let Some(moto) = Moto::start() else { return };
+    let p = moto
+        .provisioner(&format!("{SPEC}[access]\ncloudtrail = true\n"))
+        .await;
+    p.apply(&[]).await.unwrap();
+    let (desired, observed) = p.model().await.unwrap();
+    p.destroy().await.unwrap();
+    check_everything_destroyed(&p).await;
+    let plan = provisioner::plan::destroy(&observed.by_key, &[], &desired);
+    let kinds: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .map(|c| format!("{:?}", c.kind))
+        .collect();
+    assert!(kinds.len() >= 20, "every kind is deleted again: {kinds:?}");
+    let mut exec = provisioner::apply::Executor::new(&p.aws, &p.spec, &observed, &desired);
+    exec.patience = std::time::Duration::from_secs(30);
+    exec.run(&plan).await.unwrap();
+    check_everything_destroyed(&p).await;
 }
 
 #[tokio::test]

@@ -76,7 +76,14 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     ));
     crate::server::spawn_token_tidy(state.seal.clone());
     tracing::info!(%addr, %scheme, storage = state.seal.storage().kind(), "listening");
-    crate::server::serve(listener, tls, crate::router(state), shutdown).await?;
+    crate::server::serve(
+        listener,
+        tls,
+        crate::router(state),
+        cfg.limits.clone(),
+        shutdown,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

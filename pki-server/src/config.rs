@@ -22,6 +22,36 @@ pub struct FileConfig {
     kms_key_id: Option<String>,
     cluster_name: Option<String>,
     max_request_bytes: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    http2_max_streams: Option<u32>,
+}
+
+/// What one client may hold of the server: connection and request bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to send a request's headers (and, per request, its body), and
+    /// the longest an HTTP/1 connection may wait for its next request.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no bytes moving either way for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Concurrent connections (TLS handshakes included); more wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 4096,
+            http2_max_streams: 32,
+        }
+    }
 }
 
 /// How the listener does TLS.
@@ -55,6 +85,8 @@ pub struct ServerConfig {
     pub api: ApiSettings,
     /// Dev mode.
     pub dev: bool,
+    /// Connection and request bounds.
+    pub limits: Limits,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -115,6 +147,26 @@ impl ServerConfig {
             }
             api.max_request_bytes = n;
         }
+        let mut limits = Limits::default();
+        let positive = |key: &str, v: u64| -> anyhow::Result<u64> {
+            if v == 0 {
+                bail!("{key} must be at least 1");
+            }
+            Ok(v)
+        };
+        if let Some(v) = file.header_read_timeout_secs {
+            limits.header_read_timeout =
+                std::time::Duration::from_secs(positive("header_read_timeout_secs", v)?);
+        }
+        if let Some(v) = file.idle_timeout_secs {
+            limits.idle_timeout = std::time::Duration::from_secs(positive("idle_timeout_secs", v)?);
+        }
+        if let Some(v) = file.max_connections {
+            limits.max_connections = positive("max_connections", v as u64)? as usize;
+        }
+        if let Some(v) = file.http2_max_streams {
+            limits.http2_max_streams = positive("http2_max_streams", u64::from(v))? as u32;
+        }
         Ok(Self {
             listen,
             storage,
@@ -122,6 +174,7 @@ impl ServerConfig {
             kms_key_id: args.kms_key_id.clone().or(file.kms_key_id),
             api,
             dev: args.dev,
+            limits,
         })
     }
 }

@@ -2,12 +2,11 @@
 //! rustls with a handshake timeout, HTTP/1.1 and HTTP/2), auto-unseal retries,
 //! and graceful shutdown on SIGTERM/SIGINT.
 
-use crate::config::{ServerConfig, TlsMode};
+use crate::config::{Limits, ServerConfig, TlsMode};
 use crate::seal::{InitRequest, Kms, Seal};
 use crate::state::AppState;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
@@ -124,16 +123,31 @@ pub fn tls_config(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<rustls::Serve
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then drain connections.
+/// Every connection is bounded ([`Limits`]): at most `max_connections` at once
+/// (the rest wait in the listen backlog), a TLS handshake within 10 s, request
+/// headers within `header_read_timeout`, no connection idle longer than
+/// `idle_timeout`, at most `http2_max_streams` streams per HTTP/2 connection.
+/// HTTP/2 is chosen by ALPN, never by sniffing bytes a slow client trickles.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -149,8 +163,10 @@ pub async fn serve(
         let svc = TowerToHyperService::new(app.clone());
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let _permit = permit;
+            let activity = Activity::new();
             match acceptor {
                 Some(acc) => {
                     let tls =
@@ -165,20 +181,13 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection error");
-                    }
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+                    serve_connection(io, svc, h2, &limits, activity, watcher, peer).await;
                 }
                 None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection error");
-                    }
+                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                    serve_connection(io, svc, false, &limits, activity, watcher, peer).await;
                 }
             }
         });
@@ -189,6 +198,150 @@ pub async fn serve(
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// One connection, HTTP/1.1 or (by ALPN) HTTP/2, closed when idle too long.
+async fn serve_connection<I, S>(
+    io: TokioIo<I>,
+    svc: S,
+    h2: bool,
+    limits: &Limits,
+    activity: Activity,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let idle = limits.idle_timeout;
+    let result = if h2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_streams)
+            .max_header_list_size(64 * 1024)
+            .keep_alive_interval(Some(idle / 2))
+            .keep_alive_timeout(limits.header_read_timeout);
+        let conn = watcher.watch(b.serve_connection(io, svc));
+        until_idle(conn, &activity, idle).await
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .keep_alive(true);
+        let conn = watcher.watch(b.serve_connection(io, svc));
+        until_idle(conn, &activity, idle).await
+    };
+    match result {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection error"),
+        None => tracing::debug!(%peer, "idle connection closed"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// Drive `conn` until it ends, or until no byte has moved for `idle`.
+async fn until_idle<F, E>(conn: F, activity: &Activity, idle: Duration) -> Option<Result<(), E>>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    loop {
+        let quiet_for = activity.quiet_for();
+        if quiet_for >= idle {
+            return None;
+        }
+        tokio::select! {
+            r = &mut conn => return Some(r),
+            () = tokio::time::sleep(idle - quiet_for) => {}
+        }
+    }
+}
+
+/// When a connection last moved a byte either way.
+#[derive(Clone)]
+struct Activity {
+    start: std::time::Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// An IO that records its activity.
+struct Tracked<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T, activity: Activity) -> Self {
+        activity.touch();
+        Self { inner, activity }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is

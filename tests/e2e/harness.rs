@@ -32,9 +32,15 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            pki_server::server::serve(listener, tls, pki_server::router(state), async {
-                let _ = rx.await;
-            })
+            pki_server::server::serve(
+                listener,
+                tls,
+                pki_server::router(state),
+                Default::default(),
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .unwrap();
         });

@@ -28,6 +28,9 @@ use error::ApiError;
 use request::{Operation, Request};
 use response::Reply;
 
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The axum app: one handler for every path.
 pub fn router(state: AppState) -> Router {
     Router::new().fallback(handle).with_state(state)
@@ -36,13 +39,23 @@ pub fn router(state: AppState) -> Router {
 async fn handle(State(state): State<AppState>, req: axum::http::Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let limit = state.settings.max_request_bytes;
-    let mut resp = match axum::body::to_bytes(body, limit).await {
+    // A body that trickles in is cut off: the whole body within BODY_TIMEOUT.
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await;
+    let mut resp = match read {
         Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+        Ok(Err(_)) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body too large: the limit is {limit} bytes"),
         )
         .into_response(),
-        Ok(bytes) => {
+        Ok(Ok(bytes)) => {
             match Request::parse(
                 &parts.method,
                 parts.uri.path(),

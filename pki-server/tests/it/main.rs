@@ -6,6 +6,7 @@ mod acl_diff; // the ACL language against OpenBao: same capabilities-self answer
 mod api; // the HTTP API in-process (tower oneshot): seal lifecycle, errors, health, rotation
 mod audit; // audit devices: HMAC of secrets, one line per request and response, fail closed
 mod auth; // tokens and ACL policies: enforcement, child tokens, revocation, templates
+mod bounds; // unauthenticated exhaustion: slowloris, idle slots, oversized bodies, bounded memory
 mod etcd; // real etcd: a 3-member TLS cluster on certificates from the etcd-member mount
 mod harness; // TestApp (in-process), ServerProcess (the real binary), Moto (moto's server)
 mod hvac; // hvac against pki-server and OpenBao: same statuses, exceptions and shapes

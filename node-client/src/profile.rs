@@ -81,6 +81,10 @@ pub struct NodeCert {
     /// Write the public keys of the mount's valid certificates here.
     #[serde(default)]
     pub public_key_bundle: Option<String>,
+    /// Keep the mount's CRL (DER) in this file, refreshed by every run and
+    /// verified against `ca_file` first (etcd's `--client-crl-file`).
+    #[serde(default)]
+    pub crl_file: Option<String>,
     /// Run after the certificate changed.
     #[serde(default)]
     pub reload: Option<String>,
@@ -155,6 +159,8 @@ pub struct Request {
     pub kubeconfig: Option<KubeconfigSpec>,
     /// Public-key bundle file.
     pub public_key_bundle: Option<String>,
+    /// The mount's CRL file (written apart from the certificate set).
+    pub crl_file: Option<String>,
     /// Reload command.
     pub reload: Option<String>,
     /// Key owner.
@@ -207,6 +213,7 @@ impl Profile {
                 )));
             }
         }
+        check_crl_files(&f.node_certs)?;
         Ok(Self {
             vars: f.vars,
             certs: f.node_certs,
@@ -271,6 +278,7 @@ impl Profile {
             out.extend(c.ca_file.clone());
             out.extend(c.kubeconfig.as_ref().map(|k| k.file.clone()));
             out.extend(c.public_key_bundle.clone());
+            out.extend(c.crl_file.clone());
         }
         Ok(out.into_iter().collect())
     }
@@ -317,7 +325,7 @@ impl Profile {
                 }),
                 None => None,
             };
-            for f in [&c.ca_file, &c.public_key_bundle]
+            for f in [&c.ca_file, &c.public_key_bundle, &c.crl_file]
                 .into_iter()
                 .flatten()
                 .chain(kubeconfig.as_ref().map(|k| &k.file))
@@ -337,6 +345,7 @@ impl Profile {
                 ip_sans,
                 kubeconfig,
                 public_key_bundle: c.public_key_bundle.clone(),
+                crl_file: c.crl_file.clone(),
                 reload: c.reload.clone().filter(|r| !r.trim().is_empty()),
                 owner: c.owner.clone(),
                 group: c.group.clone(),
@@ -362,6 +371,44 @@ impl Profile {
         }
         Ok(out)
     }
+}
+
+/// A `crl_file` is written on its own, beside the certificate set, so per
+/// node role it must not be a name of the set, needs the `ca_file` it is
+/// verified against, and belongs to one mount.
+fn check_crl_files(certs: &[NodeCert]) -> Result<(), ProfileError> {
+    let mount = |c: &NodeCert| c.cert.split_once('/').map_or("", |(m, _)| m).to_string();
+    for c in certs {
+        let Some(crl) = &c.crl_file else { continue };
+        let bad = |why: &str| {
+            Err(ProfileError::Invalid(format!(
+                "node_certs {}: crl_file {crl:?} {why}",
+                c.cert
+            )))
+        };
+        if !valid_file(crl) {
+            return bad("is not a valid file name");
+        }
+        if c.ca_file.is_none() {
+            return bad("needs a ca_file to verify the CRL against");
+        }
+        for o in certs.iter().filter(|o| o.node_role == c.node_role) {
+            let set = [format!("{}.crt", o.file), format!("{}.key", o.file)];
+            let named = set
+                .iter()
+                .chain(o.ca_file.iter())
+                .chain(o.public_key_bundle.iter())
+                .chain(o.kubeconfig.as_ref().map(|k| &k.file))
+                .any(|n| n == crl);
+            if named {
+                return bad(&format!("is also a file of {}", o.cert));
+            }
+            if o.crl_file.as_ref() == Some(crl) && mount(o) != mount(c) {
+                return bad(&format!("is also the CRL file of {}", o.cert));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dedup<T: PartialEq>(v: &mut Vec<T>) {
@@ -445,6 +492,77 @@ mod tests {
             p.files("nobody"),
             Err(ProfileError::UnknownRole(..))
         ));
+    }
+
+    #[test]
+    fn an_etcd_member_keeps_the_etcd_crl_and_nobody_else_does() {
+        let p = Profile::embedded().unwrap();
+        let crls = |role: &str| {
+            p.requests(role, &node())
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| r.crl_file.map(|f| (r.mount, f)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            crls("etcd"),
+            [("kc/pki/etcd-member".to_string(), "etcd-ca.crl".to_string())]
+        );
+        assert!(
+            p.files("etcd")
+                .unwrap()
+                .contains(&"etcd-ca.crl".to_string())
+        );
+        for role in ["controller", "worker", "operator"] {
+            assert!(crls(role).is_empty(), "{role}");
+        }
+    }
+
+    #[test]
+    fn a_crl_file_needs_a_ca_file_and_a_name_of_its_own() {
+        let base = r#"
+[[node_certs]]
+node_role = "e"
+cert = "m/member"
+file = "member"
+ca_file = "ca.crt"
+crl_file = "ca.crl"
+common_name = "x"
+"#;
+        let p = Profile::parse(base).unwrap();
+        assert_eq!(
+            p.files("e").unwrap(),
+            ["ca.crl", "ca.crt", "member.crt", "member.key"]
+        );
+        let other = |crl: &str| {
+            format!(
+                "{base}\n[[node_certs]]\nnode_role = \"e\"\ncert = \"{crl}\"\nfile = \"o\"\nca_file = \"o.crt\"\ncrl_file = \"ca.crl\"\ncommon_name = \"y\"\n"
+            )
+        };
+        // Another entry of the same mount may name the same file.
+        assert!(Profile::parse(&other("m/client")).is_ok());
+        for (bad, why) in [
+            (
+                base.replace("ca_file = \"ca.crt\"\n", ""),
+                "needs a ca_file",
+            ),
+            (
+                base.replace("\"ca.crl\"", "\"ca.crt\""),
+                "is also a file of m/member",
+            ),
+            (
+                base.replace("\"ca.crl\"", "\"member.key\""),
+                "is also a file of m/member",
+            ),
+            (
+                base.replace("\"ca.crl\"", "\"../x\""),
+                "is not a valid file name",
+            ),
+            (other("n/client"), "is also the CRL file of"),
+        ] {
+            let e = Profile::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //!   certificate writes to and reads from, and a worker's cannot reach;
 //!   with 30-second certificates `renew --watch` replaces them before expiry,
 //!   runs the reload command, and etcd keeps serving past the first expiry;
+//! - etcd checking client and peer certificates against node-client's CRL
+//!   file: a health-check client certificate revoked on the etcd-member
+//!   mount is refused on new connections after one `renew` pass, and within
+//!   one `--crl-interval` under `renew --watch`; the same CRL is not
+//!   rewritten; a freshly issued certificate still works;
 //! - a server that is down at start, and then sealed, is waited out;
 //! - `--auth aws` against moto: an instance of the worker IAM role (instance
 //!   profile, credentials from AssumeRole with the instance id as session
@@ -310,6 +315,7 @@ async fn etcd_cluster_on_fetched_certificates_keeps_serving_across_renewal() {
             cert: out.join("etcd-member.crt"),
             key: out.join("etcd-member.key"),
             ca: out.join("etcd-ca.crt"),
+            crl: Some(out.join("etcd-ca.crl")),
         });
         tokens.push(tok);
     }
@@ -518,6 +524,263 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// An HTTP answer from etcd's peer listener at `url` (any status), or why
+/// there was none, for a client presenting `cert` and `key`.
+async fn peer_answer(url: &str, ca: &Path, cert: &Path, key: &Path) -> Result<u16, String> {
+    let mut pem = std::fs::read(cert).unwrap();
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).unwrap());
+    let id = reqwest::Identity::from_pem(&pem).unwrap();
+    let cas = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap();
+    let c = reqwest::Client::builder()
+        .tls_certs_only(cas)
+        .identity(id)
+        // HTTP/1.1: etcd 3.4's peer port hands HTTP/2 to its gRPC server.
+        .http1_only()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    c.get(format!("{url}/version"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// `endpoint health` on `url` alone with `cert`: healthy or not.
+fn healthy(url: &str, ca: &Path, cert: &Path, key: &Path) -> etcd::Out {
+    let tls = etcd::ClientTls {
+        cacert: ca,
+        cert: Some((cert, key)),
+    };
+    tokio::task::block_in_place(|| etcd::etcdctl(url, &tls, &["endpoint", "health"], 2, 2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_etcd_client_certificate_is_refused_after_one_crl_refresh() {
+    if !etcd::tools_present() {
+        return;
+    }
+    let s = Setup::new().await;
+    let nodes = s.dir.path().join("nodes");
+    let mount = format!("{CLUSTER}/pki/etcd-member");
+    let member_ips: Vec<Ipv4Addr> = (0..3).map(|i| Ipv4Addr::new(127, 0, 0, 31 + i)).collect();
+    let name = |i: usize| format!("etcd-{i}");
+    let dir = |i: usize| nodes.join(name(i));
+    let mut tls = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, ip) in member_ips.iter().enumerate() {
+        let tok = s.token_file("etcd", &name(i)).await;
+        let ip = ip.to_string();
+        let o = output(s.cmd(&tok, &args("etcd", &name(i), &dir(i), &["--ip", &ip]))).await;
+        assert!(o.status.success(), "{}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(&format!(
+                "wrote {} (CRL of {mount}, 0 revoked)",
+                dir(i).join("etcd-ca.crl").display()
+            )),
+            "{}",
+            show(&o)
+        );
+        tls.push(etcd::MemberTls {
+            cert: dir(i).join("etcd-member.crt"),
+            key: dir(i).join("etcd-member.key"),
+            ca: dir(i).join("etcd-ca.crt"),
+            crl: Some(dir(i).join("etcd-ca.crl")),
+        });
+        tokens.push(tok);
+    }
+    // One renew pass of member i (nothing is due but the CRL): its stdout.
+    let renew_once = |i: usize| {
+        let ip = member_ips[i].to_string();
+        let out = dir(i).to_str().unwrap().to_string();
+        let c = s.cmd(
+            &tokens[i],
+            &[
+                "renew",
+                "--role",
+                "etcd",
+                "--node-name",
+                &name(i),
+                "--out",
+                &out,
+                "--ip",
+                &ip,
+            ],
+        );
+        async move {
+            let o = output(c).await;
+            assert!(o.status.success(), "{}", show(&o));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    };
+    // etcd-1 runs the renewer as its unit does, refreshing the CRL every 3 s.
+    let crl_interval = 3u64;
+    let watch_log = s.dir.path().join("renew-etcd-1.log");
+    let mut c = s.cmd(
+        &tokens[1],
+        &[
+            "renew",
+            "--watch",
+            "--role",
+            "etcd",
+            "--node-name",
+            &name(1),
+            "--out",
+            dir(1).to_str().unwrap(),
+            "--ip",
+            &member_ips[1].to_string(),
+            "--crl-interval",
+            &crl_interval.to_string(),
+        ],
+    );
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&watch_log).unwrap());
+    let watcher = KillOnDrop(c.spawn().unwrap());
+
+    let mut cluster = etcd::Cluster::start(s.dir.path(), &member_ips, &tls);
+    let urls = cluster.client_urls();
+    let ca = dir(0).join("etcd-ca.crt");
+    let (hc, hk) = (
+        dir(0).join("etcd-healthcheck-client.crt"),
+        dir(0).join("etcd-healthcheck-client.key"),
+    );
+    let hc_tls = etcd::ClientTls {
+        cacert: &ca,
+        cert: Some((&hc, &hk)),
+    };
+    // The health-check client works on every member (peers talk through
+    // their CRL-checking listener too).
+    tokio::task::block_in_place(|| cluster.wait_healthy(&hc_tls, Duration::from_secs(30)));
+
+    // Revoke it on the etcd-member mount. Meanwhile, watch etcd-1's CRL
+    // file: how long until its renewer replaces it.
+    let crl1 = dir(1).join("etcd-ca.crl");
+    let before = std::fs::read(&crl1).unwrap();
+    let serial = info(&dir(0), "etcd-healthcheck-client.crt").serial;
+    let (st, v) = s
+        .srv
+        .call(
+            reqwest::Method::POST,
+            &format!("{mount}/revoke"),
+            Some(&s.root),
+            Some(json!({"serial_number": serial})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let rewritten = {
+        let crl1 = crl1.clone();
+        std::thread::spawn(move || {
+            let revoked_at = Instant::now();
+            while std::fs::read(&crl1).is_ok_and(|b| b == before) {
+                if revoked_at.elapsed() > Duration::from_secs(60) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some(revoked_at.elapsed())
+        })
+    };
+
+    // Until etcd-0's CRL file is refreshed, etcd-0 still lets it in: the
+    // file is what etcd checks.
+    let h = healthy(&urls[0], &ca, &hc, &hk);
+    assert!(h.ok, "accepted before the refresh: {h}");
+
+    // One renew pass on etcd-0 and etcd-2: the new CRL is written...
+    for i in [0, 2] {
+        let said = renew_once(i).await;
+        assert!(
+            said.contains(&format!(
+                "wrote {} (CRL of {mount}, 1 revoked)",
+                dir(i).join("etcd-ca.crl").display()
+            )),
+            "{said}"
+        );
+    }
+    // ... and the very next connection with that certificate is refused,
+    // on the client port and on the peer port alike.
+    for i in [0, 2] {
+        let h = healthy(&urls[i], &ca, &hc, &hk);
+        assert!(!h.ok, "etcd-{i} must refuse the revoked certificate: {h}");
+    }
+    let peer0 = cluster.peer_urls()[0].clone();
+    let answer = peer_answer(&peer0, &ca, &hc, &hk).await;
+    assert!(answer.is_err(), "peer port of etcd-0: {answer:?}");
+
+    // etcd-1, with nobody but its renewer: its CRL was replaced within one
+    // CRL interval (and the time of one fetch), and it refuses the
+    // certificate too.
+    let took = tokio::task::block_in_place(|| rewritten.join().unwrap());
+    let took = took.expect("etcd-1's renewer never wrote the new CRL");
+    assert!(
+        took <= Duration::from_secs(crl_interval + 3),
+        "etcd-1's CRL replaced {took:?} after the revocation (interval {crl_interval} s)"
+    );
+    let h = healthy(&urls[1], &ca, &hc, &hk);
+    assert!(!h.ok, "etcd-1 must refuse the revoked certificate: {h}");
+    eprintln!("etcd-1's renewer wrote the new CRL {took:?} after the revocation");
+
+    // A second pass changes nothing: the same bytes are not rewritten.
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let crl0 = dir(0).join("etcd-ca.crl");
+    let inode = ino(&crl0);
+    let said = renew_once(0).await;
+    assert!(
+        said.contains(&format!(
+            "{} unchanged (CRL of {mount}, 1 revoked)",
+            crl0.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(ino(&crl0), inode);
+
+    // A freshly issued health-check certificate works everywhere, on the
+    // client and the peer ports; the members still form a healthy cluster.
+    let (st, v) = s
+        .srv
+        .call(
+            reqwest::Method::POST,
+            &format!("{mount}/issue/healthcheck-client"),
+            Some(&s.root),
+            // As node-client asks: no DNS SAN, which etcd's peer listener
+            // would check against the client's address.
+            Some(json!({
+                "common_name": "kube-etcd-healthcheck-client",
+                "exclude_cn_from_sans": true,
+            })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let fresh = s.dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let (fc, fk) = (fresh.join("hc.crt"), fresh.join("hc.key"));
+    std::fs::write(&fc, v["data"]["certificate"].as_str().unwrap()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&fk)
+        .and_then(|mut f| {
+            std::io::Write::write_all(
+                &mut f,
+                v["data"]["private_key"].as_str().unwrap().as_bytes(),
+            )
+        })
+        .unwrap();
+    let fresh_tls = etcd::ClientTls {
+        cacert: &ca,
+        cert: Some((&fc, &fk)),
+    };
+    tokio::task::block_in_place(|| cluster.wait_healthy(&fresh_tls, Duration::from_secs(15)));
+    let answer = peer_answer(&peer0, &ca, &fc, &fk).await;
+    assert!(answer.is_ok(), "peer port of etcd-0: {answer:?}");
+    cluster.assert_running();
+    drop(watcher);
+    let log = std::fs::read_to_string(&watch_log).unwrap();
+    assert!(log.contains("wrote the CRL"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ pub enum Command {
 /// `server` flags. Flags win over the `--config` file.
 #[derive(Debug, Args, Default)]
 pub struct ServerArgs {
-    /// TOML config file (keys: listen, storage, tls_cert, tls_key, tls_dir, tls_sans, kms_key_id, cluster_name, max_request_bytes).
+    /// TOML config file (keys: listen, storage, tls_cert, tls_key, tls_dir, tls_sans, kms_key_id, cluster_name, max_request_bytes, header_read_timeout_secs, idle_timeout_secs, max_connections, http2_max_streams).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8200].
@@ -66,6 +66,18 @@ pub struct ServerArgs {
     /// Largest accepted request body in bytes [default: 1048576].
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
+    /// Seconds a client has to send a request's headers; also how long a connection may wait for a request [default: 10].
+    #[arg(long)]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds an HTTP/2 connection may go without a request in flight after its last one [default: 60].
+    #[arg(long)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Concurrent connections, TLS handshakes included; more wait in the listen backlog [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Concurrent streams per HTTP/2 connection [default: 32].
+    #[arg(long)]
+    pub http2_max_streams: Option<u32>,
     /// Development mode: initialised and unsealed at start, plain HTTP on loopback, prints the root token and unseal key.
     #[arg(long)]
     pub dev: bool,

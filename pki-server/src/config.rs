@@ -31,16 +31,22 @@ pub struct FileConfig {
 /// What one client may hold of the server: connection and request bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Time to send a request's headers (and, per request, its body), and
-    /// the longest an HTTP/1 connection may wait for its next request.
+    /// Time to send a request's headers, and with no request in flight, the
+    /// longest a connection may wait for its first request (or, on HTTP/1.1,
+    /// for its next one).
     pub header_read_timeout: std::time::Duration,
-    /// A connection with no bytes moving either way for this long is closed.
+    /// After a request, the longest an HTTP/2 connection may go with no
+    /// request in flight. Bytes that make no request (PINGs, a trickled
+    /// header) do not count.
     pub idle_timeout: std::time::Duration,
     /// Concurrent connections (TLS handshakes included); more wait in the
     /// listen backlog until one closes.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub http2_max_streams: u32,
+    /// A request body declaring a larger `Content-Length` is refused with 413
+    /// before it is read (the API enforces the same limit while reading).
+    pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -50,8 +56,27 @@ impl Default for Limits {
             idle_timeout: std::time::Duration::from_secs(60),
             max_connections: 4096,
             http2_max_streams: 32,
+            max_request_bytes: ApiSettings::default().max_request_bytes,
         }
     }
+}
+
+/// Longest accepted timeout (a day): larger ones are mistakes, and would
+/// overflow deadline arithmetic.
+const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Most connections accepted as `max_connections`.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// `v` if it is within `1..=max`, else an error naming `key`.
+fn within<T: PartialOrd + From<u8> + std::fmt::Display>(
+    key: &str,
+    v: T,
+    max: T,
+) -> anyhow::Result<T> {
+    if v < T::from(1) || v > max {
+        bail!("{key} must be between 1 and {max}, not {v}");
+    }
+    Ok(v)
 }
 
 /// How the listener does TLS.
@@ -147,25 +172,31 @@ impl ServerConfig {
             }
             api.max_request_bytes = n;
         }
-        let mut limits = Limits::default();
-        let positive = |key: &str, v: u64| -> anyhow::Result<u64> {
-            if v == 0 {
-                bail!("{key} must be at least 1");
-            }
-            Ok(v)
+        let mut limits = Limits {
+            max_request_bytes: api.max_request_bytes,
+            ..Limits::default()
         };
-        if let Some(v) = file.header_read_timeout_secs {
-            limits.header_read_timeout =
-                std::time::Duration::from_secs(positive("header_read_timeout_secs", v)?);
+        let secs = |key: &str, v: u64| -> anyhow::Result<std::time::Duration> {
+            Ok(std::time::Duration::from_secs(within(
+                key,
+                v,
+                MAX_TIMEOUT_SECS,
+            )?))
+        };
+        if let Some(v) = args
+            .header_read_timeout_secs
+            .or(file.header_read_timeout_secs)
+        {
+            limits.header_read_timeout = secs("header_read_timeout_secs", v)?;
         }
-        if let Some(v) = file.idle_timeout_secs {
-            limits.idle_timeout = std::time::Duration::from_secs(positive("idle_timeout_secs", v)?);
+        if let Some(v) = args.idle_timeout_secs.or(file.idle_timeout_secs) {
+            limits.idle_timeout = secs("idle_timeout_secs", v)?;
         }
-        if let Some(v) = file.max_connections {
-            limits.max_connections = positive("max_connections", v as u64)? as usize;
+        if let Some(v) = args.max_connections.or(file.max_connections) {
+            limits.max_connections = within("max_connections", v, MAX_CONNECTIONS)?;
         }
-        if let Some(v) = file.http2_max_streams {
-            limits.http2_max_streams = positive("http2_max_streams", u64::from(v))? as u32;
+        if let Some(v) = args.http2_max_streams.or(file.http2_max_streams) {
+            limits.http2_max_streams = within("http2_max_streams", v, u32::MAX)?;
         }
         Ok(Self {
             listen,
@@ -224,5 +255,75 @@ mod tests {
             ..Default::default()
         };
         assert!(ServerConfig::from_args(&args, None).is_err());
+    }
+
+    #[test]
+    fn limits_from_file_and_flags_zero_and_huge_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c.toml");
+        let start = |toml: &str, args: ServerArgs| {
+            std::fs::write(
+                &f,
+                format!("storage = \"memory\"\ntls_dir = \"/x\"\n{toml}"),
+            )
+            .unwrap();
+            ServerConfig::from_args(
+                &ServerArgs {
+                    config: Some(f.clone()),
+                    ..args
+                },
+                None,
+            )
+        };
+        let c = start("", ServerArgs::default()).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        let c = start(
+            "header_read_timeout_secs = 3\nidle_timeout_secs = 4\nmax_connections = 5\n\
+             http2_max_streams = 6\nmax_request_bytes = 2048\n",
+            ServerArgs {
+                max_connections: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                header_read_timeout: std::time::Duration::from_secs(3),
+                idle_timeout: std::time::Duration::from_secs(4),
+                max_connections: 7,
+                http2_max_streams: 6,
+                max_request_bytes: 2048,
+            }
+        );
+        for (toml, key) in [
+            ("header_read_timeout_secs = 0", "header_read_timeout_secs"),
+            ("idle_timeout_secs = 0", "idle_timeout_secs"),
+            ("max_connections = 0", "max_connections"),
+            ("http2_max_streams = 0", "http2_max_streams"),
+            (
+                "idle_timeout_secs = 18446744073709551615",
+                "idle_timeout_secs",
+            ),
+            ("max_connections = 100000000", "max_connections"),
+        ] {
+            let e = start(toml, ServerArgs::default()).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("{key} must be between 1 and ")),
+                "{toml}: {e}"
+            );
+        }
+        let e = start(
+            "",
+            ServerArgs {
+                header_read_timeout_secs: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "header_read_timeout_secs must be between 1 and 86400, not 0"
+        );
     }
 }

@@ -7,7 +7,6 @@ use crate::seal::{InitRequest, Kms, Seal};
 use crate::state::AppState;
 use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,11 +122,17 @@ pub fn tls_config(cfg: &ServerConfig) -> anyhow::Result<Option<Arc<rustls::Serve
 }
 
 /// Serve `app` on `listener` until `shutdown` resolves, then drain connections.
-/// Every connection is bounded ([`Limits`]): at most `max_connections` at once
-/// (the rest wait in the listen backlog), a TLS handshake within 10 s, request
-/// headers within `header_read_timeout`, no connection idle longer than
-/// `idle_timeout`, at most `http2_max_streams` streams per HTTP/2 connection.
-/// HTTP/2 is chosen by ALPN, never by sniffing bytes a slow client trickles.
+///
+/// Every connection is bounded ([`Limits`]): at most `max_connections` at once,
+/// counted from accept so TLS handshakes count too (the rest wait in the listen
+/// backlog); a TLS handshake within 10 s; a first request within
+/// `header_read_timeout`, and after a request the next one within
+/// `idle_timeout` (HTTP/1.1: within `header_read_timeout`, hyper's header
+/// timer). Only requests count as activity: bytes that never make a request
+/// (a trickled header, HTTP/2 PINGs, WINDOW_UPDATEs) do not keep a connection
+/// open. A body declared larger than `max_request_bytes` is refused with 413
+/// before it is read. HTTP/2 is chosen by ALPN, never by sniffing bytes a slow
+/// client trickles, with at most `http2_max_streams` streams.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -136,11 +141,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
+        // A slot first, then accept: while every slot is taken, new
+        // connections wait in the kernel's listen backlog.
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -160,17 +167,17 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
         let limits = limits.clone();
+        let app = app.clone();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let activity = Activity::new();
             match acceptor {
                 Some(acc) => {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(stream));
+                    let tls = tokio::select! {
+                        r = handshake => match r {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -180,167 +187,238 @@ pub async fn serve(
                                 tracing::debug!(%peer, "TLS handshake timed out");
                                 return;
                             }
-                        };
+                        },
+                        _ = stopping.wait_for(|s| *s) => return,
+                    };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    let io = TokioIo::new(Tracked::new(tls, activity.clone()));
-                    serve_connection(io, svc, h2, &limits, activity, watcher, peer).await;
+                    serve_connection(TokioIo::new(tls), app, h2, &limits, stopping, peer).await;
                 }
                 None => {
-                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-                    serve_connection(io, svc, false, &limits, activity, watcher, peer).await;
+                    serve_connection(TokioIo::new(stream), app, false, &limits, stopping, peer)
+                        .await;
                 }
             }
         });
     }
     drop(listener);
+    let _ = stop.send(true);
+    // Every connection holds a slot until it is gone: all slots back = all closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     Ok(())
 }
 
-/// One connection, HTTP/1.1 or (by ALPN) HTTP/2, closed when idle too long.
-async fn serve_connection<I, S>(
+/// One connection, HTTP/1.1 or (by ALPN) HTTP/2, until it ends, goes quiet
+/// for too long, or the server shuts down; then closed gracefully (GOAWAY on
+/// HTTP/2), and dropped if the client does not let it close in time.
+async fn serve_connection<I>(
     io: TokioIo<I>,
-    svc: S,
+    app: axum::Router,
     h2: bool,
     limits: &Limits,
-    activity: Activity,
-    watcher: hyper_util::server::graceful::Watcher,
+    stopping: tokio::sync::watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::ResBody: Send + 'static,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let idle = limits.idle_timeout;
+    let activity = Activity::new();
+    let svc = bounded_service(app, activity.clone(), limits.max_request_bytes);
     let result = if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_streams)
-            .max_header_list_size(64 * 1024)
-            .keep_alive_interval(Some(idle / 2))
+            .max_header_list_size(MAX_HEADER_BYTES)
+            // Finds dead peers while a request is in flight; a PING answered
+            // is no activity (see `Activity`).
+            .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(limits.header_read_timeout);
-        let conn = watcher.watch(b.serve_connection(io, svc));
-        until_idle(conn, &activity, idle).await
+        drive(b.serve_connection(io, svc), &activity, limits, stopping).await
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(64 * 1024)
+            .max_buf_size(MAX_HEADER_BYTES as usize)
             .keep_alive(true);
-        let conn = watcher.watch(b.serve_connection(io, svc));
-        until_idle(conn, &activity, idle).await
+        drive(b.serve_connection(io, svc), &activity, limits, stopping).await
     };
     match result {
-        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection error"),
-        None => tracing::debug!(%peer, "idle connection closed"),
-        Some(Ok(())) => {}
+        Ok(Closed::Done) => {}
+        Ok(Closed::Quiet) => tracing::debug!(%peer, "connection closed: no request in time"),
+        Ok(Closed::Dropped) => tracing::debug!(%peer, "connection dropped: did not close in time"),
+        Err(e) => tracing::debug!(%peer, error = %e, "connection error"),
     }
 }
 
-/// Drive `conn` until it ends, or until no byte has moved for `idle`.
-async fn until_idle<F, E>(conn: F, activity: &Activity, idle: Duration) -> Option<Result<(), E>>
+/// Largest request head: HTTP/1.1 read buffer and HTTP/2 header list.
+const MAX_HEADER_BYTES: u32 = 64 * 1024;
+
+/// How a connection ended.
+enum Closed {
+    /// By itself: the client closed it, or after a graceful shutdown.
+    Done,
+    /// Closed by the server: no request within its timeout.
+    Quiet,
+    /// Dropped: it did not finish closing in time.
+    Dropped,
+}
+
+/// Drive `conn` to its end; if it stays without a request in flight past its
+/// deadline, or the server stops, shut it down gracefully, waiting at most
+/// `header_read_timeout` for that.
+async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    limits: &Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<Closed, C::Error>
 where
-    F: Future<Output = Result<(), E>>,
+    C: hyper_util::server::graceful::GracefulConnection,
 {
     tokio::pin!(conn);
-    loop {
-        let quiet_for = activity.quiet_for();
-        if quiet_for >= idle {
-            return None;
-        }
-        tokio::select! {
-            r = &mut conn => return Some(r),
-            () = tokio::time::sleep(idle - quiet_for) => {}
-        }
+    let why = tokio::select! {
+        r = conn.as_mut() => return r.map(|()| Closed::Done),
+        () = activity.quiet(limits) => Closed::Quiet,
+        _ = stopping.wait_for(|s| *s) => Closed::Done,
+    };
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(limits.header_read_timeout, conn).await {
+        Ok(r) => r.map(|()| why),
+        Err(_) => Ok(Closed::Dropped),
     }
 }
 
-/// When a connection last moved a byte either way.
+/// The app behind a connection's bounds: counts requests in flight for the
+/// connection's [`Activity`], and refuses a declared body over the limit
+/// before reading it (a body that grows past it while being read is the
+/// API's to refuse, also with 413).
+fn bounded_service(
+    app: axum::Router,
+    activity: Activity,
+    max_request_bytes: usize,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone {
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let busy = activity.busy();
+        let app = app.clone();
+        async move {
+            let _busy = busy;
+            if let Some(refusal) = declared_too_large(req.headers(), max_request_bytes) {
+                return Ok(refusal);
+            }
+            tower::ServiceExt::oneshot(app, req).await
+        }
+    })
+}
+
+/// 413 for a `Content-Length` over the limit (the API's own refusal, words
+/// and headers, as when a body grows past the limit).
+fn declared_too_large(
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+) -> Option<axum::response::Response> {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let declared: u64 = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if declared <= u64::try_from(limit).unwrap_or(u64::MAX) {
+        return None;
+    }
+    let mut resp = crate::api::error::ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body too large: the limit is {limit} bytes"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(resp)
+}
+
+/// Requests in flight on one connection, and since when it has had none.
+/// Only requests count: bytes that never make a request do not.
 #[derive(Clone)]
-struct Activity {
-    start: std::time::Instant,
-    last_ms: Arc<std::sync::atomic::AtomicU64>,
+struct Activity(Arc<tokio::sync::watch::Sender<Quiet>>);
+
+#[derive(Clone, Copy)]
+struct Quiet {
+    in_flight: usize,
+    /// When `in_flight` last became 0 (or the connection was accepted).
+    since: tokio::time::Instant,
+    /// Whether a request has been served: then the idle timeout applies,
+    /// before it the header timeout.
+    served: bool,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            start: std::time::Instant::now(),
-            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Self(Arc::new(tokio::sync::watch::Sender::new(Quiet {
+            in_flight: 0,
+            since: tokio::time::Instant::now(),
+            served: false,
+        })))
+    }
+
+    /// A request has begun; it ends when the guard is dropped.
+    fn busy(&self) -> Busy {
+        self.0.send_modify(|q| q.in_flight += 1);
+        Busy(self.0.clone())
+    }
+
+    /// Resolves once no request has been in flight for the connection's
+    /// deadline: `header_read_timeout` before the first request,
+    /// `idle_timeout` after one.
+    async fn quiet(&self, limits: &Limits) {
+        let mut rx = self.0.subscribe();
+        loop {
+            let q = *rx.borrow_and_update();
+            let deadline = if q.in_flight > 0 {
+                None
+            } else if q.served {
+                q.since.checked_add(limits.idle_timeout)
+            } else {
+                q.since.checked_add(limits.header_read_timeout)
+            };
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => return,
+                // The sender lives as long as `self`: changed() cannot fail here.
+                Ok(()) = rx.changed() => {}
+                else => std::future::pending::<()>().await,
+            }
         }
     }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
 }
 
-/// An IO that records its activity.
-struct Tracked<T> {
-    inner: T,
-    activity: Activity,
-}
+/// A request in flight (see [`Activity::busy`]).
+struct Busy(Arc<tokio::sync::watch::Sender<Quiet>>);
 
-impl<T> Tracked<T> {
-    fn new(inner: T, activity: Activity) -> Self {
-        activity.touch();
-        Self { inner, activity }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|q| {
+            q.in_flight = q.in_flight.saturating_sub(1);
+            if q.in_flight == 0 {
+                q.since = tokio::time::Instant::now();
+                q.served = true;
+            }
+        });
     }
 }
 

@@ -671,6 +671,45 @@ fn no_insecure_apiserver_port_and_no_anonymous_kubelet() {
     }
 }
 
+#[test]
+fn etcd_checks_clients_and_peers_against_the_crl_node_client_keeps() {
+    // The CRL file of node-client's etcd member entry, in node-client's folder.
+    let profile = node_client::profile::Profile::embedded().unwrap();
+    let crl = profile
+        .entries("etcd")
+        .iter()
+        .find(|c| c.cert == "etcd-member/member")
+        .and_then(|c| c.crl_file.clone())
+        .expect("the etcd member entry keeps a crl_file");
+    let want = format!("{}/{crl}", node_client::units::PKI_DIR);
+    for spec in [spec(), custom_spec()] {
+        let etcd: Vec<Vec<(String, String)>> = commands(&spec, Role::Etcd)
+            .into_iter()
+            .filter(|(unit, _)| unit == "etcd-member.service")
+            .filter_map(|(_, words)| flags_after(&words, "etcd"))
+            .collect();
+        assert_eq!(etcd.len(), 1, "one etcd command: {etcd:?}");
+        let flag = |k: &str| {
+            etcd[0]
+                .iter()
+                .filter(|(f, _)| f == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        for (k, v) in [
+            ("client-cert-auth", ""),
+            ("peer-client-cert-auth", ""),
+            ("client-crl-file", want.as_str()),
+            ("peer-crl-file", want.as_str()),
+        ] {
+            assert_eq!(flag(k), [v], "etcd-member.service --{k}");
+        }
+        // No gRPC-only client listener: etcd before 3.5.32/3.6.13 skips the
+        // CRL there (GHSA-3wh4-j44w-pg92).
+        assert!(flag("listen-client-http-urls").is_empty());
+    }
+}
+
 /// Anonymous auth is off: `--anonymous-auth=false`, or a `--config` file (inline
 /// in the Ignition, JSON KubeletConfiguration) with authentication.anonymous.enabled
 /// false. Kubelet's default is on.

@@ -138,6 +138,25 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         );
     }
     assert!(!dir.join("nodes/worker-0/pki/apiserver.crt").exists());
+    // etcd checks clients and peers against the CRL node-client wrote, as
+    // the rendered unit says (remapped into each member's folder).
+    for i in 0..3 {
+        let crl = format!("nodes/etcd-{i}/pki/etcd-ca.crl");
+        assert!(dir.join(&crl).is_file(), "{crl}");
+        let pid = std::fs::read_to_string(dir.join(format!("nodes/etcd-{i}/etcd.pid"))).unwrap();
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        for flag in ["--client-crl-file=", "--peer-crl-file="] {
+            assert!(
+                args.iter()
+                    .any(|a| a.starts_with(flag) && a.ends_with(&crl)),
+                "etcd-{i} runs without {flag}…/{crl}: {args:?}"
+            );
+        }
+    }
     let mut files = Vec::new();
     walk(&dir, &mut files);
     for p in &files {

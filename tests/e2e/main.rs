@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod harness; // pki-server in-process on a real TLS listener
+mod kubernetes; // the real kube-apiserver on the certificates of `provisioner apply --local`
 mod node_client; // node-client's Vault client: waits for a late or sealed server, signs, refusals are final
 mod readme; // the README walk-through over TLS: init, unseal, status, rotate, seal

@@ -127,16 +127,19 @@ fn last_lines(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One member's TLS files (the same pair serves clients and peers).
+/// One member's TLS files (the same pair serves clients and peers), and the
+/// CRL both listeners check connecting certificates against, if any.
 pub struct MemberTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    pub crl: Option<PathBuf>,
 }
 
 struct Member {
     name: String,
     client_url: String,
+    peer_url: String,
     log: PathBuf,
     child: Child,
 }
@@ -149,7 +152,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Start members `etcd-<i>` on `ips[i]` with `tls[i]`, peer and client TLS
-    /// and client-certificate authentication on both.
+    /// and client-certificate authentication on both (with `--client-crl-file`
+    /// and `--peer-crl-file` when `tls[i].crl` is set).
     pub fn start(dir: &Path, ips: &[Ipv4Addr], tls: &[MemberTls]) -> Self {
         let ports: Vec<(u16, u16)> = ips
             .iter()
@@ -196,8 +200,14 @@ impl Cluster {
                 .arg(&t.key)
                 .arg("--peer-trusted-ca-file")
                 .arg(&t.ca)
-                .arg("--peer-client-cert-auth")
-                .args(["--logger", "zap", "--log-outputs", "stderr"])
+                .arg("--peer-client-cert-auth");
+            if let Some(crl) = &t.crl {
+                cmd.arg("--client-crl-file")
+                    .arg(crl)
+                    .arg("--peer-crl-file")
+                    .arg(crl);
+            }
+            cmd.args(["--logger", "zap", "--log-outputs", "stderr"])
                 .stdin(Stdio::null())
                 .stdout(logf.try_clone().unwrap())
                 .stderr(logf);
@@ -205,6 +215,7 @@ impl Cluster {
             members.push(Member {
                 name,
                 client_url,
+                peer_url,
                 log,
                 child,
             });
@@ -215,6 +226,11 @@ impl Cluster {
     /// The members' client URLs.
     pub fn client_urls(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The members' peer URLs.
+    pub fn peer_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.peer_url.clone()).collect()
     }
 
     /// Panic if a member has exited.

@@ -63,6 +63,8 @@ struct MemberJson {
     name: String,
     #[serde(rename = "peerURLs", default)]
     peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    client_urls: Vec<String>,
 }
 
 /// Parse `etcdctl -w json member list` output.
@@ -74,6 +76,7 @@ pub fn parse_member_list(json: &str) -> Result<Vec<Member>, String> {
             id: m.id,
             name: m.name,
             peer_urls: m.peer_urls,
+            client_urls: m.client_urls,
         })
         .collect())
 }
@@ -191,6 +194,13 @@ mod tests {
         assert_eq!(m[1].id, 10_501_334_649_042_878_790);
         assert!(!m[1].started());
         assert_eq!(m[1].peer_urls, ["https://127.0.0.24:2380"]);
+        // A member of a forming cluster: named from --initial-cluster, never run.
+        let forming = r#"{"members":[{"ID":7972728825332278892,"name":"e2","peerURLs":["http://127.0.0.53:2380"]},
+            {"ID":11103587167500585705,"name":"e1","peerURLs":["http://127.0.0.52:2380"],"clientURLs":["http://127.0.0.52:2379"]}]}"#;
+        let m = parse_member_list(forming).unwrap();
+        assert_eq!(m[0].name, "e2");
+        assert!(!m[0].started(), "named but never run");
+        assert!(m[1].started());
         assert!(parse_member_list("not json").is_err());
     }
 }

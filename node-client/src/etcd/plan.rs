@@ -61,16 +61,21 @@ pub fn url_ip(u: &str) -> Option<IpAddr> {
 pub struct Member {
     /// Member ID (etcdctl prints it as a number, takes it in hex).
     pub id: u64,
-    /// Empty until the member has started and published its name.
+    /// Empty for a member added with `member add` until it starts; a member
+    /// of the initial cluster is listed with its name before it ever ran.
     pub name: String,
     /// Its peer URLs.
     pub peer_urls: Vec<String>,
+    /// Its client URLs: published only when the member has started.
+    pub client_urls: Vec<String>,
 }
 
 impl Member {
-    /// Whether the member has started (published its name).
+    /// Whether the member has ever started: it published its client URLs.
+    /// (A name alone does not tell: members of a bootstrapping cluster are
+    /// named from `--initial-cluster` before they run.)
     pub fn started(&self) -> bool {
-        !self.name.is_empty()
+        !self.client_urls.is_empty()
     }
 
     fn has_ip(&self, ip: IpAddr) -> bool {
@@ -262,10 +267,11 @@ pub fn decide(s: &Situation<'_>, token: &str) -> Decision {
     let cluster = members
         .iter()
         .flat_map(|m| {
-            // An unstarted member has no name yet: take the one discovery gives its address.
+            // A member added but not started has no name yet: take the one
+            // discovery gives its address.
             let name = if m.has_ip(me.ip) {
                 me.name.clone()
-            } else if m.started() {
+            } else if !m.name.is_empty() {
                 m.name.clone()
             } else {
                 s.peers
@@ -293,12 +299,84 @@ mod tests {
         }
     }
 
+    /// A member; named ones have started (published their client URL).
     fn member(id: u64, name: &str, ip: &str) -> Member {
         Member {
             id,
             name: name.into(),
             peer_urls: vec![format!("https://{ip}:2380")],
+            client_urls: if name.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("https://{ip}:2379")]
+            },
         }
+    }
+
+    /// A member of the initial cluster that has not run yet: named, with no
+    /// client URLs (what etcd lists while a cluster is forming).
+    fn forming(id: u64, name: &str, ip: &str) -> Member {
+        Member {
+            client_urls: Vec::new(),
+            ..member(id, name, ip)
+        }
+    }
+
+    /// The slow member of a forming cluster (two members started, the third
+    /// not yet) joins as what it is: no member is removed, and it starts as
+    /// an existing member under its own entry. Before, its named but never
+    /// started entry looked like a member that had lost its data, and it
+    /// removed itself from a cluster that then could not add it back.
+    #[test]
+    fn the_slow_member_of_a_forming_cluster_removes_nothing() {
+        let peers = three();
+        let me = &peers[0]; // c, 10.0.0.3
+        let members = [
+            member(1, "a", "10.0.0.1"),
+            member(2, "b", "10.0.0.2"),
+            forming(3, "c", "10.0.0.3"),
+        ];
+        check(
+            me,
+            &peers,
+            Some(&members),
+            false,
+            start(
+                me,
+                ClusterState::Existing,
+                &[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")],
+            ),
+        );
+        // Another member of it, seen from a started one: nothing to change.
+        let me_a = &peers[1];
+        let s = Situation {
+            me: me_a,
+            peers: &peers,
+            expected: 3,
+            members: Some(&members),
+            has_data: true,
+            live_peer: false,
+        };
+        assert!(
+            matches!(decide(&s, "tok"), Decision::Start(_)),
+            "{:?}",
+            decide(&s, "tok")
+        );
+        // A member whose data was lost (it had started) is still replaced.
+        check(
+            me,
+            &peers,
+            Some(&[
+                member(1, "a", "10.0.0.1"),
+                member(2, "b", "10.0.0.2"),
+                member(3, "c", "10.0.0.3"),
+            ]),
+            false,
+            Decision::Change(vec![
+                Step::Remove(member(3, "c", "10.0.0.3")),
+                Step::AddSelf,
+            ]),
+        );
     }
 
     fn check(

@@ -152,6 +152,15 @@ pub fn assert_etcd(out: &Path, node: &str, ip: &str) {
         )
     );
     assert_eq!(info(out, "etcd-ca.crt").common_name, "etcd-ca");
+    // The mount's CRL as etcd reads it (DER), signed by that CA.
+    let crl = std::fs::read(out.join("etcd-ca.crl")).unwrap();
+    assert_eq!(crl.first(), Some(&0x30), "etcd-ca.crl is DER");
+    node_client::crl::verify(
+        &crl,
+        &std::fs::read(out.join("etcd-ca.crt")).unwrap(),
+        "etcd-ca.crt",
+    )
+    .unwrap();
 }
 
 /// A controller `node` on `ip`: its files, modes, every certificate's names,

@@ -182,3 +182,172 @@ async fn capabilities_self_agrees_with_openbao() {
     }
     assert_eq!(compared, PATHS.len() * (POLICIES.len() + 1));
 }
+
+/// Parameter constraints (`allowed_parameters`, `denied_parameters`,
+/// `required_parameters`, Vault's documented forms) refuse exactly the
+/// requests OpenBao refuses: for each body, both servers answer 403 or
+/// neither does.
+#[tokio::test]
+async fn parameter_constraints_agree_with_openbao() {
+    let Some(bao) = Bao::start().await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: String, token: String, body: Value| {
+        let http = http.clone();
+        let addr = bao.addr.clone();
+        async move {
+            let r = http
+                .request(method, format!("{addr}/v1/{path}"))
+                .header("X-Vault-Token", token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    let app = TestApp::new();
+    let root = app.init_unsealed().await;
+    let policy = r#"
+        path "pki/issue/r" {
+          capabilities = ["update"]
+          allowed_parameters = {
+            "common_name" = ["a.example.com", "x-*"]
+            "ttl" = []
+            "alt_names" = []
+          }
+          denied_parameters = {
+            "ttl" = ["720h"]
+          }
+        }
+        path "pki/roles/r" {
+          capabilities = ["update"]
+          required_parameters = ["max_ttl"]
+        }
+        path "pki/roles/open" {
+          capabilities = ["update"]
+          denied_parameters = {
+            "*" = []
+          }
+        }
+    "#;
+    let setup: Vec<(reqwest::Method, &str, Value)> = vec![
+        (
+            reqwest::Method::POST,
+            "sys/mounts/pki",
+            json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}}),
+        ),
+        (
+            reqwest::Method::POST,
+            "pki/root/generate/internal",
+            json!({"common_name": "ca", "key_type": "ec", "ttl": "8760h"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "pki/roles/r",
+            json!({"allowed_domains": "example.com", "allow_subdomains": true, "allow_any_name": true, "key_type": "ec"}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "sys/policies/acl/params",
+            json!({"policy": policy}),
+        ),
+    ];
+    for (m, p, b) in setup {
+        let r = app
+            .call(
+                m.as_str(),
+                &format!("/v1/{p}"),
+                Some(&root),
+                Some(b.clone()),
+            )
+            .await;
+        assert!(r.status.is_success(), "ours {p}: {:?}", r.body);
+        let s = send(m, p.to_string(), "root".into(), b).await;
+        assert!((200..300).contains(&s), "bao {p}: {s}");
+    }
+    let ours = app
+        .call(
+            "POST",
+            "/v1/auth/token/create",
+            Some(&root),
+            Some(json!({"policies": ["params"]})),
+        )
+        .await;
+    let our_tok = ours.body["auth"]["client_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let theirs = http
+        .post(format!("{}/v1/auth/token/create", bao.addr))
+        .header("X-Vault-Token", "root")
+        .json(&json!({"policies": ["params"]}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let bao_tok = theirs["auth"]["client_token"].as_str().unwrap().to_string();
+    let cases: Vec<(&str, Value)> = vec![
+        ("pki/issue/r", json!({"common_name": "a.example.com"})),
+        ("pki/issue/r", json!({"common_name": "x-1.example.com"})),
+        ("pki/issue/r", json!({"common_name": "b.example.com"})),
+        (
+            "pki/issue/r",
+            json!({"common_name": "a.example.com", "ttl": "1h"}),
+        ),
+        (
+            "pki/issue/r",
+            json!({"common_name": "a.example.com", "ttl": "720h"}),
+        ),
+        (
+            "pki/issue/r",
+            json!({"common_name": "a.example.com", "not_after": "2030-01-01T00:00:00Z"}),
+        ),
+        (
+            "pki/issue/r",
+            json!({"common_name": "a.example.com", "alt_names": "x.example.com"}),
+        ),
+        ("pki/issue/r", json!({})),
+        ("pki/roles/r", json!({"allowed_domains": "example.com"})),
+        (
+            "pki/roles/r",
+            json!({"allowed_domains": "example.com", "max_ttl": "1h"}),
+        ),
+        ("pki/roles/open", json!({"allowed_domains": "example.com"})),
+        ("pki/roles/open", json!({})),
+    ];
+    let (total, mut refused) = (cases.len(), 0);
+    for (path, body) in cases {
+        let mine = app
+            .call(
+                "POST",
+                &format!("/v1/{path}"),
+                Some(&our_tok),
+                Some(body.clone()),
+            )
+            .await
+            .status
+            .as_u16();
+        let other = send(
+            reqwest::Method::POST,
+            path.to_string(),
+            bao_tok.clone(),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(
+            mine == 403,
+            other == 403,
+            "{path} {body}: pki-server {mine}, OpenBao {other}"
+        );
+        refused += usize::from(mine == 403);
+    }
+    // Both kinds of answer were exercised.
+    assert!(
+        refused >= 5 && refused < total,
+        "{refused} of {total} refused"
+    );
+}

@@ -8,7 +8,8 @@
 //! adds this one) → etcd-member. etcd-join writes `ETCD_NAME`,
 //! `ETCD_INITIAL_CLUSTER[_STATE|_TOKEN]` and the advertise URLs to
 //! [`MEMBERSHIP_ENV`], which etcd reads as its own environment; the unit's
-//! command line carries only what never changes: TLS files and listen URLs.
+//! command line carries only what never changes: TLS files (the etcd CA's
+//! CRL among them, [`CRL_FILE`]) and listen URLs.
 
 use super::{DOWNLOADS, NODE_ENV, Parts, exec, l, unit_text, unpack_unit};
 use crate::certs;
@@ -26,6 +27,10 @@ pub const DATA_DEVICE: &str = "/dev/xvdb";
 pub const DATA_LABEL: &str = "etcd-data";
 /// The membership etcd-join decided.
 pub const MEMBERSHIP_ENV: &str = "/run/kube-aws-pki/etcd.env";
+/// The etcd CA's CRL, which node-client keeps current (the etcd member
+/// entry's `crl_file`, DER). etcd reads it at every new client and peer
+/// connection, so a rewritten file takes effect without a restart.
+pub const CRL_FILE: &str = "etcd-ca.crl";
 /// Metrics (plain HTTP) on loopback only.
 pub const METRICS_URL: &str = "http://127.0.0.1:2381";
 
@@ -58,10 +63,12 @@ pub fn member_unit() -> String {
                         format!("--key-file={}", p("etcd-member.key")),
                         format!("--trusted-ca-file={}", p("etcd-ca.crt")),
                         l("--client-cert-auth"),
+                        format!("--client-crl-file={}", p(CRL_FILE)),
                         format!("--peer-cert-file={}", p("etcd-member.crt")),
                         format!("--peer-key-file={}", p("etcd-member.key")),
                         format!("--peer-trusted-ca-file={}", p("etcd-ca.crt")),
                         l("--peer-client-cert-auth"),
+                        format!("--peer-crl-file={}", p(CRL_FILE)),
                         l("--auto-compaction-mode=periodic"),
                         l("--auto-compaction-retention=1h"),
                     ],

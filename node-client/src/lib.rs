@@ -40,3 +40,6 @@ pub mod profile;
 pub mod schedule;
 pub mod store;
 pub mod units;
+
+#[cfg(test)]
+mod proptests;

@@ -35,6 +35,9 @@ pub mod state;
 pub mod storage;
 pub mod tls;
 
+#[cfg(test)]
+mod proptests;
+
 /// The Vault API version this server reports (semver: Terraform parses it).
 pub const VERSION: &str = "1.17.0+kube-aws-pki";
 /// Build date reported in seal-status.

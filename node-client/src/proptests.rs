@@ -242,6 +242,7 @@ proptest! {
             ip_sans: vec![],
             kubeconfig: Some(KubeconfigSpec { file: "k.conf".into(), server: server.clone() }),
             public_key_bundle: None,
+            crl_file: None,
             reload: None,
             owner: None,
             group: None,

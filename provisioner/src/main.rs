@@ -70,8 +70,12 @@ enum Command {
         #[arg(long = "ca-cert", env = "VAULT_CACERT")]
         ca_cert: Option<PathBuf>,
         /// The name your operator token carries (its node_name).
-        #[arg(long, env = "USER")]
-        name: String,
+        #[arg(long, env = "USER", required_unless_present = "local")]
+        name: Option<String>,
+        /// For the local cluster in DIR: log in as its operator with a fresh
+        /// JWT; the server is the local controller (default --out DIR/kubeconfig).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["address", "ca_cert", "api_host", "name"])]
+        local: Option<PathBuf>,
         /// Certificate lifetime (default: the role's, short).
         #[arg(long)]
         ttl: Option<String>,
@@ -166,6 +170,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             timeout,
             image,
         } => return smoke_test(&cli.spec, kubeconfig.clone(), *timeout, image.clone()).await,
+        Command::Kubeconfig {
+            local: Some(dir),
+            ttl,
+            out,
+            ..
+        } => {
+            let o = provisioner::local::LocalOptions::default();
+            let conf = provisioner::local::kubeconfig(dir, &o, out.clone(), ttl.clone())
+                .await
+                .map_err(Failure::User)?;
+            println!(
+                "wrote {} (use: KUBECONFIG={} kubectl get nodes)",
+                conf.display(),
+                conf.display()
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let spec = load_spec(&cli.spec).map_err(Failure::User)?;
@@ -176,8 +197,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         ttl,
         api_host,
         out,
+        ..
     } = cli.command
     {
+        let name = name.ok_or_else(|| Failure::User(anyhow::anyhow!("--name is required")))?;
         let out = match out {
             Some(o) => o,
             None => provisioner::kubeconfig::default_out(&spec.name).map_err(Failure::User)?,

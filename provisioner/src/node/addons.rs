@@ -28,6 +28,14 @@ pub const DIR: &str = "/etc/kubernetes/addons";
 pub const SCRIPT: &str = "/opt/kube-aws-pki/apply-addons.sh";
 /// The user the apply asserts.
 pub const USER: &str = "kube-aws-pki:addons";
+/// The query of every apply: one field manager, conflicts resolved for it.
+pub const APPLY_QUERY: &str = "fieldManager=kube-aws-pki&force=true";
+/// The headers that assert [`USER`] in `system:masters` (requestheader
+/// authentication, honoured only with the front-proxy client certificate).
+pub const HEADERS: [(&str, &str); 2] = [
+    ("X-Remote-User", USER),
+    ("X-Remote-Group", "system:masters"),
+];
 
 /// The templates, in apply order.
 pub const TEMPLATES: [(&str, &str); 5] = [
@@ -221,16 +229,18 @@ until curl -fsS --cacert {ca} -o /dev/null "$api/readyz"; do
 done
 while read -r path file; do
   curl -fsS "${{tls[@]}}" -X PATCH \
-    -H 'X-Remote-User: {USER}' -H 'X-Remote-Group: system:masters' \
+    -H '{h0}' -H '{h1}' \
     -H 'Content-Type: application/apply-patch+yaml' \
     --data-binary @"{DIR}/$file" -o /dev/null \
-    "$api$path?fieldManager=kube-aws-pki&force=true"
+    "$api$path?{APPLY_QUERY}"
   echo "applied $file"
 done < {DIR}/index
 "#,
         ca = p("ca.crt"),
         cert = p("front-proxy-client.crt"),
         key = p("front-proxy-client.key"),
+        h0 = format!("{}: {}", HEADERS[0].0, HEADERS[0].1),
+        h1 = format!("{}: {}", HEADERS[1].0, HEADERS[1].1),
     )
 }
 

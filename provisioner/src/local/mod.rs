@@ -19,6 +19,8 @@
 //! program it started. DIR holds a marker file, and destroy refuses a
 //! directory without it.
 
+pub mod control_plane;
+
 use anyhow::{Context, bail, ensure};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -35,15 +37,15 @@ pub const MARKER: &str = ".kube-aws-pki-local";
 
 /// The profile applied to the local pki-server, and uploaded for the AWS
 /// target's pki-server (`policies/`, built in).
-pub const PROFILE: &str = include_str!("../../policies/profile.toml");
+pub const PROFILE: &str = include_str!("../../../policies/profile.toml");
 pub const ACL: [(&str, &str); 4] = [
-    ("etcd", include_str!("../../policies/acl/etcd.hcl")),
+    ("etcd", include_str!("../../../policies/acl/etcd.hcl")),
     (
         "controller",
-        include_str!("../../policies/acl/controller.hcl"),
+        include_str!("../../../policies/acl/controller.hcl"),
     ),
-    ("worker", include_str!("../../policies/acl/worker.hcl")),
-    ("operator", include_str!("../../policies/acl/operator.hcl")),
+    ("worker", include_str!("../../../policies/acl/worker.hcl")),
+    ("operator", include_str!("../../../policies/acl/operator.hcl")),
 ];
 
 /// The `iss` of the JWTs the local target mints (the profile's `jwt_issuer`).
@@ -371,8 +373,22 @@ fn step(msg: &str) {
     println!("==> {msg}");
 }
 
-/// Bring the local cluster up in `dir` (idempotent: a second run reuses what runs).
+/// Bring the local cluster up in `dir` (idempotent: a second run reuses what
+/// runs). On failure, what was started keeps running and the error says how
+/// to remove it.
 pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
+    let r = apply_inner(dir, o).await;
+    if r.is_err() && dir.join(MARKER).exists() {
+        eprintln!(
+            "apply --local failed; logs are under {d}. Stop everything it started and remove \
+             the folder with: provisioner destroy --local {d}",
+            d = dir.display()
+        );
+    }
+    r
+}
+
+async fn apply_inner(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
     if dir.exists() && !dir.join(MARKER).exists() {
         let empty = std::fs::read_dir(dir)?.next().is_none();
         ensure!(
@@ -697,12 +713,166 @@ pub async fn apply(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // --- control plane ---
+    let controller = all
+        .iter()
+        .find(|n| n.role == "controller")
+        .context("the local cluster has no controller")?;
+    match control_plane::find_bins(&spec.pins.kubernetes) {
+        Err(why) => println!("{why}: no control plane started"),
+        Ok(bin) => start_control_plane(dir, &spec, controller, bin, endpoints.clone()).await?,
+    }
     println!(
         "smoke test passed. pki-server: {addr} (CA {}); tear down with `provisioner destroy --local {}`",
         ca.display(),
         dir.display()
     );
     Ok(())
+}
+
+/// kube-apiserver, then the add-ons, then controller-manager and scheduler,
+/// from the controller's rendered manifests ([`control_plane`]); checked by
+/// `/readyz` and by the leader leases the other two take.
+async fn start_control_plane(
+    dir: &Path,
+    spec: &crate::spec::ClusterSpec,
+    node: &LocalNode,
+    bin: PathBuf,
+    etcd_servers: String,
+) -> anyhow::Result<()> {
+    use control_plane::COMPONENTS;
+    let home = dir.join("nodes").join(&node.name);
+    let l = control_plane::Layout {
+        ip: node.ip,
+        pki: home.join("pki"),
+        work: home.join("k8s"),
+        bin,
+        etcd_servers,
+    };
+    mkdir_private(&l.work)?;
+    let files = control_plane::controller_files(spec);
+    let api = format!("https://{}:6443", node.ip);
+    let pid_file = |c: &str| home.join(format!("{c}.pid"));
+    for c in COMPONENTS {
+        let log = l.work.join(format!("{c}.log"));
+        if let Some(pid) = our_pid(&pid_file(c), c) {
+            step(&format!("{}: {c} already running (pid {pid})", node.name));
+        } else {
+            let pod = control_plane::manifest(&files, c)?;
+            let mut cmd = control_plane::command(&pod, &files, &l)?;
+            let pid = spawn_detached(&mut cmd, &log, &pid_file(c))?;
+            step(&format!(
+                "{}: started {c} (pid {pid}) from the rendered static pod {}/{c}.json",
+                node.name,
+                crate::node::static_pods::TEMPLATES
+            ));
+        }
+        if c == "kube-apiserver" {
+            control_plane::wait_ready(&api, &l.pki.join("ca.crt"), Duration::from_secs(180), || {
+                our_pid(&pid_file(c), c).is_some()
+            })
+            .await
+            .with_context(|| format!("see {}", log.display()))?;
+            println!("smoke test: {api}/readyz ok (TLS verified with the kubernetes CA)");
+            let (applied, dry) = control_plane::apply_addons(spec, &api, &l.pki).await?;
+            step(&format!(
+                "applied {applied} add-on objects by server-side apply; {dry} that run pods \
+                 with dryRun=All (no kubelet runs here)"
+            ));
+        }
+    }
+    let held = control_plane::wait_leases(
+        &api,
+        &dir.join("nodes/operator-0/pki"),
+        Duration::from_secs(120),
+        || {
+            COMPONENTS[1..]
+                .iter()
+                .copied()
+                .find(|c| our_pid(&pid_file(c), c).is_none())
+        },
+    )
+    .await
+    .with_context(|| format!("see {}/*.log", l.work.display()))?;
+    for (lease, holder) in held {
+        println!("smoke test: kube-system lease {lease} held by {holder}");
+    }
+    println!(
+        "control plane up at {api}; an admin kubeconfig: provisioner kubeconfig --local {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `provisioner kubeconfig --local DIR`: an admin kubeconfig for the local
+/// control plane, as an operator gets one: operator-0 logs in with a fresh
+/// JWT (`auth/jwt`, role `operator`) and `kubeconfig::write` asks for a new
+/// short-lived admin certificate; the server is the controller's address.
+/// Written to `out` (default `DIR/kubeconfig`); returns the kubeconfig's path.
+pub async fn kubeconfig(
+    dir: &Path,
+    o: &LocalOptions,
+    out: Option<PathBuf>,
+    ttl: Option<String>,
+) -> anyhow::Result<PathBuf> {
+    ensure!(
+        dir.join(MARKER).exists(),
+        "{} is not a local cluster (run `provisioner apply --local {}` first)",
+        dir.display(),
+        dir.display()
+    );
+    let dir = &std::path::absolute(dir)?;
+    let addr = std::fs::read_to_string(dir.join("pki/addr"))
+        .context("the local pki-server's address (pki/addr) is missing")?;
+    let ca = dir.join("pki/tls/ca.pem");
+    let ca_pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+    ensure!(
+        dir.join("jwt/signing.key").exists(),
+        "the local JWT signing key is missing"
+    );
+    let signer = JwtSigner::load_or_create(&dir.join("jwt"))?;
+    let all = nodes(o.workers);
+    let (Some(operator), Some(controller)) = (
+        all.iter().find(|n| n.role == "operator"),
+        all.iter().find(|n| n.role == "controller"),
+    ) else {
+        bail!("the local cluster has no operator or no controller");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let home = dir.join("nodes").join(&operator.name);
+    mkdir_private(&home)?;
+    let jwt_file = home.join("login.jwt");
+    write_private(&jwt_file, signer.node_jwt(&o.cluster, operator, now)?.as_bytes())?;
+    let anonymous = node_client::client::Client::new(
+        addr.trim(),
+        Some(&ca_pem),
+        zeroize::Zeroizing::new(String::new()),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let login = node_client::login::Login {
+        mount: "jwt".into(),
+        role: operator.role.into(),
+        method: node_client::login::Method::Jwt { file: jwt_file },
+    };
+    let session = login
+        .run(&anonymous)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = crate::spec::ClusterSpec::parse(&format!("name = \"{}\"\n", o.cluster))?;
+    let opts = crate::kubeconfig::KubeconfigOptions {
+        addr: Some(addr.trim().to_string()),
+        ca_cert: Some(ca),
+        token: session.token,
+        name: operator.name.clone(),
+        ttl,
+        out: out.unwrap_or_else(|| dir.join("kubeconfig")),
+        api_host: Some(controller.ip.to_string()),
+    };
+    crate::kubeconfig::write(&spec, &opts).await
 }
 
 /// The etcd command of the rendered `etcd-member.service`, for one local
@@ -797,6 +967,9 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
     if let Ok(rd) = std::fs::read_dir(dir.join("nodes")) {
         for e in rd.flatten() {
             pid_files.push((e.path().join("etcd.pid"), "etcd"));
+            for c in control_plane::COMPONENTS {
+                pid_files.push((e.path().join(format!("{c}.pid")), c));
+            }
         }
     }
     for (f, prog) in &pid_files {

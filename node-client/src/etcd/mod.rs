@@ -145,6 +145,12 @@ async fn ask(ctl: &Etcdctl, me: &Peer, peers: &[Peer]) -> Result<Answer, JoinErr
     let mut live_peer = false;
     for p in peers.iter().filter(|p| p.ip != me.ip) {
         let endpoint = p.client_url();
+        if !listening(p, ctl.dial).await {
+            // Nothing accepts a connection there: etcdctl would only wait out
+            // its dial timeout twice (member list, endpoint status).
+            tracing::info!(peer = %p.name, %endpoint, "not listening: runs no etcd yet");
+            continue;
+        }
         match ctl.member_list(&endpoint).await {
             Ok(m) => {
                 tracing::info!(peer = %p.name, %endpoint, members = m.len(), "etcd answered");
@@ -165,6 +171,15 @@ async fn ask(ctl: &Etcdctl, me: &Peer, peers: &[Peer]) -> Result<Answer, JoinErr
         list: None,
         live_peer,
     })
+}
+
+/// Whether the peer's client port accepts a TCP connection within `dial`.
+async fn listening(p: &Peer, dial: Duration) -> bool {
+    let addr = std::net::SocketAddr::new(p.ip, plan::CLIENT_PORT);
+    matches!(
+        tokio::time::timeout(dial, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Discovery, once.

@@ -962,17 +962,33 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
         "{} was not made by `provisioner apply --local` (no {MARKER}); refusing to remove it",
         dir.display()
     );
-    let mut pids = Vec::new();
-    let mut pid_files = vec![(dir.join("pki/pki-server.pid"), "pki-server")];
+    // Stopped in tiers, clients before what they use: controller-manager and
+    // scheduler, the apiserver, etcd, pki-server. Each tier gets SIGTERM,
+    // then SIGKILL after 10 s, and is gone before the next is signalled.
+    let mut tiers: Vec<Vec<(PathBuf, &str)>> = vec![vec![], vec![], vec![]];
     if let Ok(rd) = std::fs::read_dir(dir.join("nodes")) {
         for e in rd.flatten() {
-            pid_files.push((e.path().join("etcd.pid"), "etcd"));
             for c in control_plane::COMPONENTS {
-                pid_files.push((e.path().join(format!("{c}.pid")), c));
+                let tier = usize::from(c == "kube-apiserver");
+                tiers[tier].push((e.path().join(format!("{c}.pid")), c));
             }
+            tiers[2].push((e.path().join("etcd.pid"), "etcd"));
         }
     }
-    for (f, prog) in &pid_files {
+    tiers.push(vec![(dir.join("pki/pki-server.pid"), "pki-server")]);
+    for tier in &tiers {
+        stop(tier)?;
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    println!("removed {}", dir.display());
+    Ok(())
+}
+
+/// SIGTERM to each process of `pid_files` still running its program;
+/// SIGKILL after 10 s; returns once all have exited.
+fn stop(pid_files: &[(PathBuf, &str)]) -> anyhow::Result<()> {
+    let mut pids = Vec::new();
+    for (f, prog) in pid_files {
         if let Some(pid) = our_pid(f, prog) {
             signal(pid, rustix::process::Signal::TERM);
             pids.push((pid, *prog));
@@ -980,12 +996,12 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|(p, _)| alive(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     for (pid, prog) in &pids {
         if alive(*pid) {
             signal(*pid, rustix::process::Signal::KILL);
-            println!("killed {prog} (pid {pid})");
+            println!("killed {prog} (pid {pid}): still running 10 s after SIGTERM");
         } else {
             println!("stopped {prog} (pid {pid})");
         }
@@ -998,8 +1014,6 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    println!("removed {}", dir.display());
     Ok(())
 }
 

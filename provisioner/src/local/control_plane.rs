@@ -121,7 +121,10 @@ pub struct Layout {
 
 /// The controller's rendered static-pod manifest of `component`.
 pub fn manifest(files: &[File], component: &str) -> anyhow::Result<Value> {
-    let text = ignition_text(files, &format!("{}/{component}.json", static_pods::TEMPLATES))?;
+    let text = ignition_text(
+        files,
+        &format!("{}/{component}.json", static_pods::TEMPLATES),
+    )?;
     serde_json::from_str(&text).with_context(|| format!("the rendered {component} manifest"))
 }
 
@@ -158,7 +161,9 @@ fn mounts(pod: &Value, files: &[File], l: &Layout) -> anyhow::Result<Vec<(String
         .into_iter()
         .flatten()
     {
-        let name = m["name"].as_str().context("a volume mount without a name")?;
+        let name = m["name"]
+            .as_str()
+            .context("a volume mount without a name")?;
         let at = m["mountPath"]
             .as_str()
             .context("a volume mount without a path")?;
@@ -176,8 +181,7 @@ fn mounts(pod: &Value, files: &[File], l: &Layout) -> anyhow::Result<Vec<(String
             Target::Pki(rest.trim_start_matches('/').to_string())
         } else if vol["hostPath"]["type"] == "DirectoryOrCreate" {
             let dir = l.work.join(name);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             Target::Folder(dir)
         } else {
             Target::Copy(ignition_text(files, host)?)
@@ -197,7 +201,10 @@ fn local_kubeconfig(src: &Path, dst: &Path, ip: Ipv4Addr) -> anyhow::Result<()> 
     for c in conf["clusters"].as_array_mut().into_iter().flatten() {
         let server = c["cluster"]["server"].as_str().unwrap_or_default();
         let Some(rest) = server.strip_prefix("https://127.0.0.1:") else {
-            bail!("{}: server {server} is not this node's loopback", src.display());
+            bail!(
+                "{}: server {server} is not this node's loopback",
+                src.display()
+            );
         };
         c["cluster"]["server"] = Value::from(format!("https://{ip}:{rest}"));
     }
@@ -475,10 +482,16 @@ mod tests {
                     !value.starts_with('/') || value.starts_with(&tmp.path().display().to_string()),
                     "{c}: {a} not remapped"
                 );
-                assert!(!value.contains("0.0.0.0") && value != "127.0.0.1", "{c}: {a}");
+                assert!(
+                    !value.contains("0.0.0.0") && value != "127.0.0.1",
+                    "{c}: {a}"
+                );
                 assert!(!value.contains('@'), "{c}: {a} still has a marker");
             }
-            assert!(args.contains(&"--bind-address=127.0.0.21".to_string()), "{args:?}");
+            assert!(
+                args.contains(&"--bind-address=127.0.0.21".to_string()),
+                "{args:?}"
+            );
         }
         let conf: Value =
             serde_json::from_slice(&std::fs::read(l.work.join("scheduler.conf")).unwrap()).unwrap();
@@ -520,7 +533,10 @@ mod tests {
             .filter(|(_, o)| needs_nodes(o))
             .map(|(_, o)| o.kind.as_str())
             .collect();
-        assert!(dry.contains(&"Deployment") && dry.contains(&"DaemonSet"), "{dry:?}");
+        assert!(
+            dry.contains(&"Deployment") && dry.contains(&"DaemonSet"),
+            "{dry:?}"
+        );
         assert!(
             objects
                 .iter()

@@ -45,7 +45,10 @@ pub const ACL: [(&str, &str); 4] = [
         include_str!("../../../policies/acl/controller.hcl"),
     ),
     ("worker", include_str!("../../../policies/acl/worker.hcl")),
-    ("operator", include_str!("../../../policies/acl/operator.hcl")),
+    (
+        "operator",
+        include_str!("../../../policies/acl/operator.hcl"),
+    ),
 ];
 
 /// The `iss` of the JWTs the local target mints (the profile's `jwt_issuer`).
@@ -769,9 +772,12 @@ async fn start_control_plane(
             ));
         }
         if c == "kube-apiserver" {
-            control_plane::wait_ready(&api, &l.pki.join("ca.crt"), Duration::from_secs(180), || {
-                our_pid(&pid_file(c), c).is_some()
-            })
+            control_plane::wait_ready(
+                &api,
+                &l.pki.join("ca.crt"),
+                Duration::from_secs(180),
+                || our_pid(&pid_file(c), c).is_some(),
+            )
             .await
             .with_context(|| format!("see {}", log.display()))?;
             println!("smoke test: {api}/readyz ok (TLS verified with the kubernetes CA)");
@@ -846,7 +852,10 @@ pub async fn kubeconfig(
     let home = dir.join("nodes").join(&operator.name);
     mkdir_private(&home)?;
     let jwt_file = home.join("login.jwt");
-    write_private(&jwt_file, signer.node_jwt(&o.cluster, operator, now)?.as_bytes())?;
+    write_private(
+        &jwt_file,
+        signer.node_jwt(&o.cluster, operator, now)?.as_bytes(),
+    )?;
     let anonymous = node_client::client::Client::new(
         addr.trim(),
         Some(&ca_pem),

@@ -91,8 +91,12 @@ enum Command {
     /// 2: no usable kubeconfig or spec).
     SmokeTest {
         /// Admin kubeconfig, JSON (default ~/.kube/kube-aws-pki/<cluster>/admin.conf).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "local")]
         kubeconfig: Option<PathBuf>,
+        /// The local cluster in DIR: a fresh admin kubeconfig from
+        /// `kubeconfig --local`, the steps that need a kubelet skipped.
+        #[arg(long, value_name = "DIR")]
+        local: Option<PathBuf>,
         /// Seconds the test pod may take to finish.
         #[arg(long, value_name = "SECS", default_value_t = provisioner::smoke::DEFAULT_TIMEOUT_SECS)]
         timeout: u64,
@@ -139,6 +143,7 @@ async fn smoke_test(
         kubeconfig,
         timeout: std::time::Duration::from_secs(timeout),
         image,
+        no_kubelets: None,
     };
     match smoke::run(&spec, &o).await {
         Ok(()) => Ok(()),
@@ -166,9 +171,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             local: Some(dir), ..
         } => return provisioner::local::destroy(dir).map_err(Failure::User),
         Command::SmokeTest {
+            local: Some(dir),
+            timeout,
+            image,
+            ..
+        } => {
+            let o = provisioner::local::LocalOptions::default();
+            return provisioner::local::smoke_test(
+                dir,
+                &o,
+                std::time::Duration::from_secs(*timeout),
+                image.clone(),
+            )
+            .await
+            .map_err(Failure::User);
+        }
+        Command::SmokeTest {
             kubeconfig,
             timeout,
             image,
+            ..
         } => return smoke_test(&cli.spec, kubeconfig.clone(), *timeout, image.clone()).await,
         Command::Kubeconfig {
             local: Some(dir),

@@ -724,7 +724,7 @@ async fn apply_inner(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
         .context("the local cluster has no controller")?;
     match control_plane::find_bins(&spec.pins.kubernetes) {
         Err(why) => println!("{why}: no control plane started"),
-        Ok(bin) => start_control_plane(dir, &spec, controller, bin, endpoints.clone()).await?,
+        Ok(bin) => start_control_plane(dir, o, &spec, controller, bin, endpoints.clone()).await?,
     }
     println!(
         "smoke test passed. pki-server: {addr} (CA {}); tear down with `provisioner destroy --local {}`",
@@ -739,6 +739,7 @@ async fn apply_inner(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
 /// `/readyz` and by the leader leases the other two take.
 async fn start_control_plane(
     dir: &Path,
+    o: &LocalOptions,
     spec: &crate::spec::ClusterSpec,
     node: &LocalNode,
     bin: PathBuf,
@@ -804,6 +805,13 @@ async fn start_control_plane(
     for (lease, holder) in held {
         println!("smoke test: kube-system lease {lease} held by {holder}");
     }
+    smoke_test(
+        dir,
+        o,
+        Duration::from_secs(crate::smoke::DEFAULT_TIMEOUT_SECS),
+        crate::smoke::DEFAULT_IMAGE.into(),
+    )
+    .await?;
     println!(
         "control plane up at {api}; an admin kubeconfig: provisioner kubeconfig --local {}",
         dir.display()
@@ -882,6 +890,29 @@ pub async fn kubeconfig(
         api_host: Some(controller.ip.to_string()),
     };
     crate::kubeconfig::write(&spec, &opts).await
+}
+
+/// Why the local target's smoke test skips the kubelet steps.
+pub const NO_KUBELETS: &str = "the local target runs no kubelet";
+
+/// `provisioner smoke-test --local DIR`: `smoke::run` with a fresh admin
+/// kubeconfig from [`kubeconfig`], the steps that need a kubelet skipped.
+pub async fn smoke_test(
+    dir: &Path,
+    o: &LocalOptions,
+    timeout: Duration,
+    image: String,
+) -> anyhow::Result<()> {
+    let kubeconfig = kubeconfig(dir, o, None, None).await?;
+    let spec = crate::spec::ClusterSpec::parse(&format!("name = \"{}\"\n", o.cluster))?;
+    let so = crate::smoke::SmokeOptions {
+        kubeconfig,
+        timeout,
+        image,
+        no_kubelets: Some(NO_KUBELETS.into()),
+    };
+    crate::smoke::run(&spec, &so).await?;
+    Ok(())
 }
 
 /// The etcd command of the rendered `etcd-member.service`, for one local

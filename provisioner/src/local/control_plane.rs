@@ -117,6 +117,9 @@ pub struct Layout {
     pub bin: PathBuf,
     /// The etcd client URLs for the servers marker.
     pub etcd_servers: String,
+    /// A hosts file naming the local nodes, for the apiserver to reach
+    /// kubelets by name (None: no kubelet runs, the apiserver runs as is).
+    pub hosts: Option<PathBuf>,
 }
 
 /// The controller's rendered static-pod manifest of `component`.
@@ -219,7 +222,7 @@ pub fn command(pod: &Value, files: &[File], l: &Layout) -> anyhow::Result<Comman
         other => bail!("the manifest runs {other:?}, not a control-plane component"),
     };
     let mounts = mounts(pod, files, l)?;
-    let mut cmd = Command::new(l.bin.join(&program));
+    let mut argv = vec![l.bin.join(&program).display().to_string()];
     for a in strings(&c["args"], "args")? {
         let Some((flag, value)) = a.split_once('=') else {
             bail!("{program}: an argument without a value: {a}");
@@ -259,11 +262,34 @@ pub fn command(pod: &Value, files: &[File], l: &Layout) -> anyhow::Result<Comman
         } else {
             value.to_string()
         };
-        cmd.arg(format!("{flag}={value}"));
+        argv.push(format!("{flag}={value}"));
     }
-    if program == "kube-apiserver" {
-        cmd.arg(format!("--advertise-address={}", l.ip));
-    }
+    let mut cmd = match (&l.hosts, program.as_str()) {
+        (Some(hosts), "kube-apiserver") => {
+            argv.push(format!("--advertise-address={}", l.ip));
+            // The apiserver reaches kubelets by node name (the rendered
+            // --kubelet-preferred-address-types=Hostname); here the names
+            // resolve through its own /etc/hosts, bound in a private mount
+            // namespace: nothing of this machine's changes.
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                .arg(hosts)
+                .args(&argv);
+            c
+        }
+        (None, "kube-apiserver") => {
+            argv.push(format!("--advertise-address={}", l.ip));
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().to_ascii_uppercase();
         if k.ends_with("_PROXY") || k == "KUBECONFIG" {
@@ -431,6 +457,55 @@ pub async fn wait_leases(
     }
 }
 
+/// Wait until Node `name` is registered; a one-line description of it
+/// (its Ready condition and why), read with the operator's admin certificate.
+pub async fn wait_node(
+    api: &str,
+    operator_pki: &Path,
+    name: &str,
+    timeout: Duration,
+    running: impl Fn() -> bool,
+) -> anyhow::Result<String> {
+    let http = client(
+        &operator_pki.join("ca.crt"),
+        Some((
+            &operator_pki.join("admin.crt"),
+            &operator_pki.join("admin.key"),
+        )),
+    )?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = http.get(format!("{api}/api/v1/nodes/{name}")).send().await;
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            let v: Value = r.json().await?;
+            let ready = v["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| {
+                    format!(
+                        "Ready={} ({})",
+                        c["status"].as_str().unwrap_or("?"),
+                        c["message"].as_str().unwrap_or("")
+                    )
+                });
+            if let Some(ready) = ready {
+                return Ok(format!("Node {name} registered by its kubelet: {ready}"));
+            }
+        }
+        ensure!(running(), "the kubelet of {name} exited");
+        ensure!(
+            Instant::now() < deadline,
+            "Node {name} not registered after {}s",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The controller's rendered Ignition files.
 pub fn controller_files(spec: &ClusterSpec) -> Vec<File> {
     ignition::config(spec, Role::Controller).storage.files
@@ -447,6 +522,7 @@ mod tests {
             work: dir.join("k8s"),
             bin: PathBuf::from("/k8s/bin"),
             etcd_servers: "https://127.0.0.11:2379".into(),
+            hosts: None,
         }
     }
 

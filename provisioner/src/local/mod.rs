@@ -20,6 +20,7 @@
 //! directory without it.
 
 pub mod control_plane;
+pub mod kubelet;
 
 use anyhow::{Context, bail, ensure};
 use base64::Engine as _;
@@ -310,6 +311,15 @@ fn alive(pid: u32) -> bool {
                     .starts_with('Z')
             })
             .unwrap_or(true)
+}
+
+/// Whether the process in `pid_file` that this run started still runs (it
+/// may not have exec'd its program yet: `our_pid` is for signalling).
+fn pid_alive(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .is_some_and(alive)
 }
 
 /// The pid in `pid_file` if that process still runs `program`.
@@ -747,14 +757,31 @@ async fn start_control_plane(
 ) -> anyhow::Result<()> {
     use control_plane::COMPONENTS;
     let home = dir.join("nodes").join(&node.name);
+    let kubelet_tools = kubelet::find(&bin, &spec.pins.kubernetes);
+    let work = home.join("k8s");
+    mkdir_private(&work)?;
+    let hosts = match &kubelet_tools {
+        Ok(_) => {
+            let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            text.push_str("\n# kube-aws-pki local target: the nodes' names\n");
+            for n in nodes(o.workers) {
+                text.push_str(&format!("{} {}\n", n.ip, n.name));
+            }
+            let hosts = work.join("hosts");
+            write_private(&hosts, text.as_bytes())?;
+            std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o644))?;
+            Some(hosts)
+        }
+        Err(_) => None,
+    };
     let l = control_plane::Layout {
         ip: node.ip,
         pki: home.join("pki"),
-        work: home.join("k8s"),
+        work,
         bin,
         etcd_servers,
+        hosts,
     };
-    mkdir_private(&l.work)?;
     let files = control_plane::controller_files(spec);
     let api = format!("https://{}:6443", node.ip);
     let pid_file = |c: &str| home.join(format!("{c}.pid"));
@@ -777,7 +804,7 @@ async fn start_control_plane(
                 &api,
                 &l.pki.join("ca.crt"),
                 Duration::from_secs(180),
-                || our_pid(&pid_file(c), c).is_some(),
+                || pid_alive(&pid_file(c)),
             )
             .await
             .with_context(|| format!("see {}", log.display()))?;
@@ -797,13 +824,35 @@ async fn start_control_plane(
             COMPONENTS[1..]
                 .iter()
                 .copied()
-                .find(|c| our_pid(&pid_file(c), c).is_none())
+                .find(|c| !pid_alive(&pid_file(c)))
         },
     )
     .await
     .with_context(|| format!("see {}/*.log", l.work.display()))?;
     for (lease, holder) in held {
         println!("smoke test: kube-system lease {lease} held by {holder}");
+    }
+    // --- worker-0's kubelet, where it can run ---
+    let worker = nodes(o.workers)
+        .into_iter()
+        .find(|n| n.name == kubelet::NODE)
+        .context("the local cluster has no worker-0")?;
+    match kubelet_tools {
+        Err(why) => println!("{why}: no kubelet started"),
+        Ok(tools) => {
+            let p = kubelet::Paths::new(&dir.join("nodes").join(&worker.name));
+            kubelet::start(spec, &worker, &tools, &p, &l).await?;
+            let node = control_plane::wait_node(
+                &api,
+                &dir.join("nodes/operator-0/pki"),
+                &worker.name,
+                Duration::from_secs(120),
+                || pid_alive(&p.home.join("kubelet.pid")),
+            )
+            .await
+            .with_context(|| format!("see {}/k8s/kubelet.log", p.home.display()))?;
+            println!("smoke test: {node}");
+        }
     }
     smoke_test(
         dir,
@@ -1005,20 +1054,47 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
     // Stopped in tiers, clients before what they use: controller-manager and
     // scheduler, the apiserver, etcd, pki-server. Each tier gets SIGTERM,
     // then SIGKILL after 10 s, and is gone before the next is signalled.
-    let mut tiers: Vec<Vec<(PathBuf, &str)>> = vec![vec![], vec![], vec![]];
-    if let Ok(rd) = std::fs::read_dir(dir.join("nodes")) {
-        for e in rd.flatten() {
-            for c in control_plane::COMPONENTS {
-                let tier = usize::from(c == "kube-apiserver");
-                tiers[tier].push((e.path().join(format!("{c}.pid")), c));
-            }
-            tiers[2].push((e.path().join("etcd.pid"), "etcd"));
+    // kubelets, controller-manager and scheduler; the pods' containers, then
+    // containerd and its shims; the apiserver; etcd; pki-server.
+    let homes: Vec<PathBuf> = std::fs::read_dir(dir.join("nodes"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let pid_files = |names: &[&'static str]| -> Vec<(PathBuf, &'static str)> {
+        homes
+            .iter()
+            .flat_map(|h| names.iter().map(move |n| (h.join(format!("{n}.pid")), *n)))
+            .collect()
+    };
+    stop(&pid_files(&[
+        "kubelet",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]))?;
+    for h in &homes {
+        kubelet::stop_pods(h);
+    }
+    stop(&pid_files(&["containerd"]))?;
+    for h in &homes {
+        for pid in kubelet::shims(h) {
+            signal(pid, rustix::process::Signal::KILL);
+            println!("killed a containerd shim of {} (pid {pid})", h.display());
         }
     }
-    tiers.push(vec![(dir.join("pki/pki-server.pid"), "pki-server")]);
-    for tier in &tiers {
-        stop(tier)?;
+    stop(&pid_files(&["kube-apiserver"]))?;
+    stop(&pid_files(&["etcd"]))?;
+    stop(&[(dir.join("pki/pki-server.pid"), "pki-server")])?;
+    // What the kubelet and containerd mounted under the folder goes first:
+    // removing the folder must never reach through a mount.
+    for m in kubelet::mounts_under(dir) {
+        rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH)
+            .with_context(|| format!("unmounting {}", m.display()))?;
+        println!("unmounted {}", m.display());
     }
+    ensure!(
+        kubelet::mounts_under(dir).is_empty(),
+        "mounts remain under {}; not removing it",
+        dir.display()
+    );
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     println!("removed {}", dir.display());
     Ok(())

@@ -217,6 +217,8 @@ pub fn objects(spec: &ClusterSpec) -> Vec<(String, Object)> {
 /// The apply script.
 pub fn script() -> String {
     let p = certs::path;
+    let h0 = format!("{}: {}", HEADERS[0].0, HEADERS[0].1);
+    let h1 = format!("{}: {}", HEADERS[1].0, HEADERS[1].1);
     format!(
         r#"#!/bin/bash
 # Server-side apply of every add-on object listed in {DIR}/index, as {USER}
@@ -239,8 +241,6 @@ done < {DIR}/index
         ca = p("ca.crt"),
         cert = p("front-proxy-client.crt"),
         key = p("front-proxy-client.key"),
-        h0 = format!("{}: {}", HEADERS[0].0, HEADERS[0].1),
-        h1 = format!("{}: {}", HEADERS[1].0, HEADERS[1].1),
     )
 }
 

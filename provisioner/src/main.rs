@@ -143,7 +143,7 @@ async fn smoke_test(
         kubeconfig,
         timeout: std::time::Duration::from_secs(timeout),
         image,
-        no_kubelets: None,
+        no_pods: None,
     };
     match smoke::run(&spec, &o).await {
         Ok(()) => Ok(()),

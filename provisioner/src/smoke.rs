@@ -11,7 +11,7 @@
 //!    resolved to the first host address of `service_cidr`;
 //! 5. the pod is deleted, whatever happened before.
 //!
-//! Where no kubelet runs (`apply --local`, `smoke-test --local`), the
+//! Where no test pod can run (`apply --local`, `smoke-test --local`), the
 //! Ready check and steps 3 and 4 are printed as skipped with the reason;
 //! the node list must still be readable.
 //!
@@ -54,9 +54,10 @@ pub struct SmokeOptions {
     pub timeout: Duration,
     /// The test pod's image (must have busybox's `nslookup`).
     pub image: String,
-    /// Why no kubelet runs (the local target): the Ready check, the test pod
-    /// and DNS are skipped with this reason; the rest runs.
-    pub no_kubelets: Option<String>,
+    /// Why no test pod can run (the local target: no kubelet, or no pod
+    /// network): the Ready check, the test pod and DNS are skipped with this
+    /// reason; the rest runs.
+    pub no_pods: Option<String>,
 }
 
 /// Why the smoke test did not pass; `main` turns it into the exit code.
@@ -679,7 +680,7 @@ async fn checks(
         .map(|r| usize::try_from(spec.role(*r).desired).unwrap_or(0))
         .sum::<usize>();
     steps.start("Nodes: GET /api/v1/nodes");
-    if let Some(why) = &o.no_kubelets {
+    if let Some(why) = &o.no_pods {
         let r = async {
             let list = api.json(Method::GET, "/api/v1/nodes", None).await?;
             Ok((

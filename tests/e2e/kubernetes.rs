@@ -73,6 +73,9 @@ impl Drop for Destroy {
                 ] {
                     let p = self.0.join(format!("nodes/controller-0/k8s/{log}.log"));
                     let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    for l in text.lines().filter(|l| l.contains("dynamic_serving")) {
+                        eprintln!("{log}: {l}");
+                    }
                     let lines: Vec<&str> = text.lines().collect();
                     eprintln!(
                         "----- {} (last 30 lines) -----\n{}",
@@ -279,17 +282,39 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
         "lease kube-controller-manager held by",
         "lease kube-scheduler held by",
         "control plane up at https://127.0.0.21:6443",
-        // provisioner smoke-test, every step that needs no kubelet
+        // provisioner smoke-test, every step that needs no test pod
         "[1/5] API health: GET /readyz ... ok",
-        "[2/5] Nodes: GET /api/v1/nodes ... 0 registered; Ready not checked: the local target runs no kubelet",
-        "[3/5] Test pod ... skipped: the local target runs no kubelet",
-        "[4/5] DNS ... skipped: the local target runs no kubelet",
         "smoke test passed",
     ] {
         assert!(
             out.contains(said),
             "apply --local did not say {said:?}: {}",
             show(&o)
+        );
+    }
+    // worker-0's kubelet and containerd: where they can run (root, the
+    // kubelet built, containerd and runc installed), always under CI.
+    let kubelet_runs = out.contains("Node worker-0 registered by its kubelet");
+    assert!(
+        kubelet_runs || (!k8s::required() && out.contains("no kubelet started")),
+        "{out}"
+    );
+    let why = if kubelet_runs {
+        provisioner::local::NO_POD_NETWORK
+    } else {
+        provisioner::local::NO_KUBELETS
+    };
+    for said in [
+        format!(
+            "[2/5] Nodes: GET /api/v1/nodes ... {} registered; Ready not checked: {why}",
+            usize::from(kubelet_runs)
+        ),
+        format!("[3/5] Test pod ... skipped: {why}"),
+        format!("[4/5] DNS ... skipped: {why}"),
+    ] {
+        assert!(
+            out.contains(&said),
+            "apply --local did not say {said:?}: {out}"
         );
     }
     // Every add-on object went to the real apiserver: node-needing ones dry-run.
@@ -591,47 +616,45 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
     };
     let (w0, w1) = (kubelet("worker-0"), kubelet("worker-1"));
     let node = |n: &str| json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": {"kube-aws-pki.io/role": "worker"}}});
-    kubectl_ok(&bin, &w0, &["create", "-f", "-"], Some(&node("worker-0")));
+    let lease_of = |n: &str| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n, "namespace": "kube-node-lease"}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40}});
+    let patch_lease = |n: &str| {
+        [
+            "patch".to_string(),
+            "lease".into(),
+            n.into(),
+            "-n".into(),
+            "kube-node-lease".into(),
+            "--type=merge".into(),
+            "-p".into(),
+            r#"{"spec":{"leaseDurationSeconds":41}}"#.into(),
+        ]
+    };
+    fn args(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
+    // worker-1 runs no kubelet here: its kubeconfig does what a kubelet does
+    // when it registers, by hand.
+    kubectl_ok(&bin, &w1, &["create", "-f", "-"], Some(&node("worker-1")));
     kubectl_ok(
         &bin,
-        &w0,
+        &w1,
         &[
             "annotate",
             "node",
-            "worker-0",
+            "worker-1",
             "kube-aws-pki.io/checked=yes",
         ],
         None,
     );
-    let lease_of = |n: &str| json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n, "namespace": "kube-node-lease"}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40}});
-    kubectl_ok(
-        &bin,
-        &w0,
-        &["create", "-f", "-"],
-        Some(&lease_of("worker-0")),
-    );
-    kubectl_ok(
-        &bin,
-        &w0,
-        &[
-            "patch",
-            "lease",
-            "worker-0",
-            "-n",
-            "kube-node-lease",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"leaseDurationSeconds":41}}"#,
-        ],
-        None,
-    );
-    kubectl_ok(&bin, &w1, &["create", "-f", "-"], Some(&node("worker-1")));
     kubectl_ok(
         &bin,
         &w1,
         &["create", "-f", "-"],
         Some(&lease_of("worker-1")),
     );
+    kubectl_ok(&bin, &w1, &args(&patch_lease("worker-1")), None);
+    // worker-0's kubelet registered itself (below); neither node may touch
+    // the other's Node or Lease, nor create a third, nor read secrets.
     kubectl_forbidden(
         &bin,
         &w0,
@@ -643,18 +666,16 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
         ],
         None,
     );
+    kubectl_forbidden(&bin, &w0, &args(&patch_lease("worker-1")), None);
+    kubectl_forbidden(&bin, &w1, &args(&patch_lease("worker-0")), None);
     kubectl_forbidden(
         &bin,
-        &w0,
+        &w1,
         &[
-            "patch",
-            "lease",
-            "worker-1",
-            "-n",
-            "kube-node-lease",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"leaseDurationSeconds":41}}"#,
+            "annotate",
+            "node",
+            "worker-0",
+            "kube-aws-pki.io/checked=yes",
         ],
         None,
     );
@@ -671,6 +692,20 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
         w0_who["status"]["userInfo"]["username"], "system:node:worker-0",
         "{w0_who}"
     );
+
+    // --- worker-0's real kubelet: registration, lease, logs and exec ---
+    if kubelet_runs {
+        real_kubelet(&dir, &bin, &admin, &k8s_ca).await;
+    } else {
+        kubectl_ok(&bin, &w0, &["create", "-f", "-"], Some(&node("worker-0")));
+        kubectl_ok(
+            &bin,
+            &w0,
+            &["create", "-f", "-"],
+            Some(&lease_of("worker-0")),
+        );
+        kubectl_ok(&bin, &w0, &args(&patch_lease("worker-0")), None);
+    }
 
     // --- kube-proxy: services and endpoint slices, no secrets ---
     let proxy = work.join("kube-proxy.conf");
@@ -758,8 +793,8 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
     let pids = pids_of(&dir);
     assert_eq!(
         pids.len(),
-        7,
-        "pki-server, 3 etcd, 3 control-plane: {pids:?}"
+        if kubelet_runs { 9 } else { 7 },
+        "pki-server, 3 etcd, 3 control-plane, containerd and kubelet: {pids:?}"
     );
     assert!(pids.iter().all(|(_, p)| running(*p)), "{pids:?}");
     let o = provisioner(&["destroy", "--local", dir.to_str().unwrap()]);
@@ -857,19 +892,25 @@ async fn renewal(dir: &Path, k8s_ca: &[u8], api_dns: &str, addr: &str) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
     let poller = {
         let (stop, seen) = (stop.clone(), seen.clone());
-        let http = reqwest::Client::builder()
-            .tls_certs_only(reqwest::Certificate::from_pem_bundle(k8s_ca).unwrap())
-            .resolve(api_dns, SocketAddr::from((CONTROLLER_IP, PORT)))
-            .tls_info(true)
-            .pool_max_idle_per_host(0)
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
+        // A new client per poll: a full TLS handshake each time (a kept
+        // connection, or a resumed session, would report the certificate of
+        // an earlier handshake).
+        let ca = k8s_ca.to_vec();
+        let name = api_dns.to_string();
+        let http = move || {
+            reqwest::Client::builder()
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+                .resolve(&name, SocketAddr::from((CONTROLLER_IP, PORT)))
+                .tls_info(true)
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap()
+        };
         let url = format!("https://{api_dns}:{PORT}/readyz");
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = match http.get(&url).send().await {
+                let r = match http().get(&url).send().await {
                     Ok(r) if r.status() == 200 => r
                         .extensions()
                         .get::<reqwest::tls::TlsInfo>()
@@ -957,5 +998,177 @@ async fn renewal(dir: &Path, k8s_ca: &[u8], api_dns: &str, addr: &str) {
     assert!(
         serials.len() >= 3,
         "the original, the 60 s and the renewed certificate: {serials:?}"
+    );
+}
+
+/// worker-0's kubelet, started by `apply --local` from the rendered unit:
+/// it registered Node worker-0 with its own certificate (the audit log names
+/// it), renews its Lease, runs a static pod (mirror pod created through the
+/// Node authorizer), and the apiserver reaches it for `kubectl logs` and
+/// `exec` with its kubelet-client certificate, verifying the kubelet's
+/// serving certificate. The kubelet API refuses another node and anonymous
+/// callers.
+async fn real_kubelet(dir: &Path, bin: &Path, admin: &Path, k8s_ca: &[u8]) {
+    let audit = dir.join("nodes/controller-0/k8s/audit-log/audit.log");
+    let registered = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|e| {
+            e["user"]["username"] == "system:node:worker-0"
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "nodes"
+                && e["responseStatus"]["code"] == 201
+        });
+    assert!(
+        registered,
+        "the audit log shows no Node created by system:node:worker-0"
+    );
+    let renew = || -> Result<String, String> {
+        let o = kubectl(
+            bin,
+            admin,
+            &[
+                "get",
+                "lease",
+                "-n",
+                "kube-node-lease",
+                "worker-0",
+                "-o",
+                "json",
+            ],
+        );
+        if !o.status.success() {
+            return Err(show(&o));
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["spec"]["holderIdentity"], "worker-0", "{v}");
+        Ok(v["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+    let first = k8s::wait_for("the kubelet's Lease", Duration::from_secs(60), renew);
+    k8s::wait_for(
+        "the kubelet renews its Lease",
+        Duration::from_secs(40),
+        || match renew()? {
+            now if now != first => Ok(()),
+            _ => Err(format!("renewTime still {first}")),
+        },
+    );
+
+    // A static pod on the node's own busybox image (no registry here).
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"hostNetwork": true, "containers": [{
+            "name": "hello", "image": "kube-aws-pki.local/busybox:1.35", "imagePullPolicy": "Never",
+            "command": ["/bin/busybox", "sh", "-c", "echo hello from worker-0; exec /bin/busybox sleep 3600"]
+        }]}
+    });
+    std::fs::write(
+        dir.join("nodes/worker-0/manifests/hello.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    k8s::wait_for(
+        "the static pod runs (mirror pod Running)",
+        Duration::from_secs(90),
+        || {
+            let o = kubectl(
+                bin,
+                admin,
+                &[
+                    "get",
+                    "pod",
+                    "hello-worker-0",
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ],
+            );
+            let phase = String::from_utf8_lossy(&o.stdout).into_owned();
+            if phase == "Running" {
+                Ok(())
+            } else {
+                Err(show(&o))
+            }
+        },
+    );
+    let logs = k8s::wait_for(
+        "kubectl logs through the kubelet",
+        Duration::from_secs(30),
+        || {
+            let o = kubectl(bin, admin, &["logs", "hello-worker-0", "-n", "default"]);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() && text.contains("hello from worker-0") {
+                Ok(text)
+            } else {
+                Err(show(&o))
+            }
+        },
+    );
+    assert!(logs.contains("hello from worker-0"), "{logs}");
+    let out = kubectl_ok(
+        bin,
+        admin,
+        &[
+            "exec",
+            "hello-worker-0",
+            "-n",
+            "default",
+            "--",
+            "/bin/busybox",
+            "echo",
+            "exec-ok",
+        ],
+        None,
+    );
+    assert_eq!(out.trim(), "exec-ok");
+
+    // The kubelet API: node credentials of another node are refused (the
+    // webhook authorizer asks the apiserver: 403); no certificate, 401.
+    let kubelet_api = |identity: Option<(&Path, &str)>| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(k8s_ca).unwrap())
+            .resolve(
+                "worker-0",
+                SocketAddr::from((Ipv4Addr::new(127, 0, 0, 31), 10250)),
+            )
+            .no_proxy()
+            .timeout(Duration::from_secs(10));
+        if let Some((d, f)) = identity {
+            let pem = [
+                std::fs::read(d.join(format!("{f}.crt"))).unwrap(),
+                std::fs::read(d.join(format!("{f}.key"))).unwrap(),
+            ]
+            .concat();
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let pods = "https://worker-0:10250/pods";
+    let r = kubelet_api(Some((&dir.join("nodes/worker-1/pki"), "kubelet-client")))
+        .get(pods)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "worker-1 on worker-0's kubelet API");
+    let r = kubelet_api(None).get(pods).send().await.unwrap();
+    assert_eq!(r.status(), 401, "anonymous on the kubelet API");
+    let r = kubelet_api(Some((
+        &dir.join("nodes/controller-0/pki"),
+        "apiserver-kubelet-client",
+    )))
+    .get(pods)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the apiserver's kubelet client on the kubelet API"
     );
 }

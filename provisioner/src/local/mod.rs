@@ -943,6 +943,9 @@ pub async fn kubeconfig(
 
 /// Why the local target's smoke test skips the kubelet steps.
 pub const NO_KUBELETS: &str = "the local target runs no kubelet";
+/// Why, with worker-0's kubelet running, it still skips them.
+pub const NO_POD_NETWORK: &str =
+    "the local target has no pod network (its kubelet runs hostNetwork pods only)";
 
 /// `provisioner smoke-test --local DIR`: `smoke::run` with a fresh admin
 /// kubeconfig from [`kubeconfig`], the steps that need a kubelet skipped.
@@ -958,7 +961,19 @@ pub async fn smoke_test(
         kubeconfig,
         timeout,
         image,
-        no_kubelets: Some(NO_KUBELETS.into()),
+        no_pods: Some(
+            if our_pid(
+                &dir.join("nodes").join(kubelet::NODE).join("kubelet.pid"),
+                "kubelet",
+            )
+            .is_some()
+            {
+                NO_POD_NETWORK
+            } else {
+                NO_KUBELETS
+            }
+            .into(),
+        ),
     };
     crate::smoke::run(&spec, &so).await?;
     Ok(())

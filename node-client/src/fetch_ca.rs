@@ -21,10 +21,8 @@ use crate::aws::Aws;
 use crate::aws::s3::{GetError, Location};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use x509_parser::prelude::*;
 
-/// The largest CA bundle accepted.
-pub const MAX_BYTES: usize = 1 << 20;
+pub use policies::ca_bundle::{MAX_BYTES, check as check_ca_bundle};
 
 /// What `fetch-ca` does.
 #[derive(Debug, Clone)]
@@ -74,68 +72,6 @@ pub enum FetchCaError {
     /// Writing the file failed.
     #[error("{0}")]
     Write(String),
-}
-
-/// Check that `bytes` are PEM `CERTIFICATE` blocks only, each a CA
-/// certificate; how many.
-pub fn check_ca_bundle(bytes: &[u8]) -> Result<usize, String> {
-    if bytes.len() > MAX_BYTES {
-        return Err(format!("larger than {MAX_BYTES} bytes"));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| "not text".to_string())?;
-    if text.contains("PRIVATE KEY") {
-        return Err("it holds a private key".into());
-    }
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let mut n = 0usize;
-    let mut block: Option<String> = None;
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        match block.as_mut() {
-            None if line.is_empty() => {}
-            None if line == BEGIN => block = Some(String::new()),
-            None if line.starts_with("-----BEGIN ") => {
-                return Err(format!("line {}: {line} is not a certificate", i + 1));
-            }
-            None => return Err(format!("line {}: text outside a certificate", i + 1)),
-            Some(b64) if line == END => {
-                n += 1;
-                let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64)
-                    .map_err(|_| format!("certificate {n}: bad base64"))?;
-                check_ca_der(&der).map_err(|e| format!("certificate {n}: {e}"))?;
-                block = None;
-            }
-            Some(_) if line.starts_with("-----") => {
-                return Err(format!("line {}: {line} inside a certificate", i + 1));
-            }
-            Some(b64) => b64.push_str(line),
-        }
-    }
-    if block.is_some() {
-        return Err("a certificate is not terminated".into());
-    }
-    if n == 0 {
-        return Err("no certificate".into());
-    }
-    Ok(n)
-}
-
-/// One DER certificate with basicConstraints CA:TRUE and nothing after it.
-fn check_ca_der(der: &[u8]) -> Result<(), String> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|_| "not an X.509 certificate".to_string())?;
-    if !rest.is_empty() {
-        return Err("bytes after the certificate".into());
-    }
-    match cert.basic_constraints() {
-        Ok(Some(bc)) if bc.value.ca => Ok(()),
-        Ok(_) => Err(format!(
-            "{} is not a CA (no basicConstraints CA:TRUE)",
-            cert.subject()
-        )),
-        Err(_) => Err("invalid basicConstraints".into()),
-    }
 }
 
 /// Fetch, check and write, retrying a missing or unavailable object until

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// `policies/profile.toml` as built into this binary.
-pub const EMBEDDED: &str = include_str!("../../policies/profile.toml");
+pub const EMBEDDED: &str = policies::PROFILE;
 
 /// The default output directory on a node.
 pub const DEFAULT_PKI_DIR: &str = "/etc/kubernetes/pki";

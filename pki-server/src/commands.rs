@@ -275,7 +275,7 @@ pub async fn apply_profile(args: ApplyProfileArgs) -> anyhow::Result<ExitCode> {
 /// `pki-server publish-ca`: the listener CA to S3, checked, written only when changed.
 pub async fn publish_ca(args: PublishCaArgs) -> anyhow::Result<ExitCode> {
     use crate::publish::{Location, Published};
-    let to = Location::parse(&args.to).context("--to")?;
+    let to = Location::parse(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
     let (bytes, _) =
         crate::publish::read_ca(&args.cert, std::time::Duration::from_secs(args.wait)).await?;
     let s3 = crate::storage::s3_client(&crate::aws::sdk_config().await);

@@ -443,10 +443,10 @@ pub fn substitute(v: &Value, vars: &BTreeMap<&str, String>) -> Value {
 /// The IAM policy templates, one per role, kept in `policies/iam/`.
 pub fn policy_template(role: Role) -> &'static str {
     match role {
-        Role::PkiServer => include_str!("../../policies/iam/pki-server.json"),
-        Role::Etcd => include_str!("../../policies/iam/etcd.json"),
-        Role::Controller => include_str!("../../policies/iam/controller.json"),
-        Role::Worker => include_str!("../../policies/iam/worker.json"),
+        Role::PkiServer => policies::iam::PKI_SERVER,
+        Role::Etcd => policies::iam::ETCD,
+        Role::Controller => policies::iam::CONTROLLER,
+        Role::Worker => policies::iam::WORKER,
     }
 }
 

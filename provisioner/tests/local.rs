@@ -59,7 +59,16 @@ fn pids(dir: &Path) -> Vec<u32> {
     files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "pid"))
-        .map(|p| std::fs::read_to_string(p).unwrap().trim().parse().unwrap())
+        // "PID START" (provisioner::local's pid files)
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -165,7 +174,8 @@ fn apply_local_brings_up_the_cluster_and_destroy_leaves_nothing() {
         let crl = format!("nodes/etcd-{i}/pki/etcd-ca.crl");
         assert!(dir.join(&crl).is_file(), "{crl}");
         let pid = std::fs::read_to_string(dir.join(format!("nodes/etcd-{i}/etcd.pid"))).unwrap();
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap();
+        let pid = pid.split_whitespace().next().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())

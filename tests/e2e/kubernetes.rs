@@ -222,7 +222,14 @@ fn pids_of(dir: &Path) -> Vec<(String, u32)> {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "pid")),
     ) {
-        let pid = std::fs::read_to_string(&f).unwrap().trim().parse().unwrap();
+        // "PID START" (provisioner::local's pid files)
+        let pid = std::fs::read_to_string(&f)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         out.push((f.display().to_string(), pid));
     }
     out

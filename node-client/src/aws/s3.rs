@@ -9,67 +9,18 @@
 
 use super::{Aws, AwsError, Flavour, Request, xml};
 
-/// `s3://BUCKET/KEY`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// The bucket.
-    pub bucket: String,
-    /// The object key.
-    pub key: String,
-}
+pub use policies::s3::Location;
 
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
+/// The object's URL under `endpoint` (ending in `/`); `path_style` as
+/// the module docs say.
+pub fn url(location: &Location, endpoint: &str, path_style: bool) -> String {
+    let key = super::encode(&location.key, true);
+    if path_style {
+        return format!("{endpoint}{}/{key}", location.bucket);
     }
-}
-
-impl Location {
-    /// Parse `s3://BUCKET/KEY`: a valid bucket name (3-63 of `a-z 0-9 . -`),
-    /// a key of printable ASCII without `.`/`..` segments or empty segments
-    /// (URLs would rewrite them, and the signature with them).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{s:?} is not s3://BUCKET/KEY"))?;
-        let (bucket, key) = rest
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not s3://BUCKET/KEY"))?;
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-            && !bucket.starts_with(['.', '-'])
-            && !bucket.ends_with(['.', '-']);
-        if !bucket_ok {
-            return Err(format!("{s:?}: {bucket:?} is not a valid bucket name"));
-        }
-        let key_ok = !key.is_empty()
-            && key.len() <= 1024
-            && key.bytes().all(|b| b.is_ascii_graphic())
-            && key.split('/').all(|seg| !matches!(seg, "" | "." | ".."));
-        if !key_ok {
-            return Err(format!(
-                "{s:?}: the key must be printable ASCII without empty, '.' or '..' segments"
-            ));
-        }
-        Ok(Self {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
-    }
-
-    /// The object's URL under `endpoint` (ending in `/`); `path_style` as
-    /// the module docs say.
-    pub fn url(&self, endpoint: &str, path_style: bool) -> String {
-        let key = super::encode(&self.key, true);
-        if path_style {
-            return format!("{endpoint}{}/{key}", self.bucket);
-        }
-        match endpoint.split_once("://") {
-            Some((scheme, rest)) => format!("{scheme}://{}.{rest}{key}", self.bucket),
-            None => format!("{endpoint}{}/{key}", self.bucket),
-        }
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}.{rest}{key}", location.bucket),
+        None => format!("{endpoint}{}/{key}", location.bucket),
     }
 }
 
@@ -164,10 +115,10 @@ impl Aws {
     /// One signed GetObject.
     pub async fn get_object(&self, location: &Location) -> Result<Vec<u8>, GetError> {
         let (endpoint, path_style) = self.s3_endpoint(&location.bucket)?;
-        let url = location.url(&endpoint, path_style);
+        let object_url = url(location, &endpoint, path_style);
         let req = Request {
             method: "GET",
-            url: &url,
+            url: &object_url,
             headers: vec![],
             body: b"",
         };
@@ -181,36 +132,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations_parse_and_refuse_what_a_url_would_rewrite() {
-        let l = Location::parse("s3://demo-config/ca/pki-server-ca.pem").unwrap();
-        assert_eq!(l.bucket, "demo-config");
-        assert_eq!(l.key, "ca/pki-server-ca.pem");
-        assert_eq!(l.to_string(), "s3://demo-config/ca/pki-server-ca.pem");
-        for bad in [
-            "demo-config/ca.pem",
-            "s3://demo-config",
-            "s3://demo-config/",
-            "s3://Demo/ca.pem",
-            "s3://ab/ca.pem",
-            "s3://-demo/ca.pem",
-            "s3://demo/ca/../x.pem",
-            "s3://demo/ca/./x.pem",
-            "s3://demo/ca//x.pem",
-            "s3://demo/ca x.pem",
-        ] {
-            assert!(Location::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn urls_are_path_style_on_custom_endpoints_and_virtual_hosted_on_aws() {
         let l = Location::parse("s3://demo-config/ca/a+b.pem").unwrap();
         assert_eq!(
-            l.url("http://127.0.0.1:5000/", true),
+            url(&l, "http://127.0.0.1:5000/", true),
             "http://127.0.0.1:5000/demo-config/ca/a%2Bb.pem"
         );
         assert_eq!(
-            l.url("https://s3.eu-west-1.amazonaws.com/", false),
+            url(&l, "https://s3.eu-west-1.amazonaws.com/", false),
             "https://demo-config.s3.eu-west-1.amazonaws.com/ca/a%2Bb.pem"
         );
     }

@@ -290,12 +290,7 @@ pub fn command(pod: &Value, files: &[File], l: &Layout) -> anyhow::Result<Comman
             c
         }
     };
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_ascii_uppercase();
-        if k.ends_with("_PROXY") || k == "KUBECONFIG" {
-            cmd.env_remove(&k);
-        }
-    }
+    super::scrub_env(&mut cmd, |k| k == "KUBECONFIG");
     Ok(cmd)
 }
 
@@ -588,6 +583,13 @@ mod tests {
         let files = controller_files(&spec);
         let tmp = tempfile::tempdir().unwrap();
         let l = layout(tmp.path());
+        std::fs::create_dir_all(&l.pki).unwrap();
+        std::fs::create_dir_all(&l.work).unwrap();
+        std::fs::write(
+            l.pki.join("scheduler.conf"),
+            r#"{"clusters":[{"name":"c","cluster":{"server":"https://127.0.0.1:6443"}}]}"#,
+        )
+        .unwrap();
         let mut pod = manifest(&files, "kube-scheduler").unwrap();
         pod["spec"]["containers"][0]["args"]
             .as_array_mut()

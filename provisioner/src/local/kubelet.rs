@@ -329,12 +329,7 @@ pub fn kubelet_command(
         cmd.arg(format!("{flag}={value}"));
     }
     cmd.arg(format!("--root-dir={}", p.home.join("kubelet").display()));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_ascii_uppercase();
-        if k.ends_with("_PROXY") || k == "KUBECONFIG" {
-            cmd.env_remove(&k);
-        }
-    }
+    super::scrub_env(&mut cmd, |k| k == "KUBECONFIG");
     Ok(cmd)
 }
 
@@ -442,6 +437,7 @@ pub async fn start(
     let config = kubelet_config(&rendered, p, node.ip)?;
     let api = format!("https://{}:6443", cp.ip);
     let mut cmd = kubelet_command(&unit, node, p, tools, &api, &config)?;
+    save_sysctls(&p.home)?;
     let pid = super::spawn_detached(&mut cmd, &p.work().join("kubelet.log"), &pid_file)?;
     super::step(&format!(
         "{NODE}: started the kubelet (pid {pid}) from the rendered kubelet.service and {}",
@@ -523,6 +519,101 @@ pub fn shims(home: &Path) -> Vec<u32> {
     out
 }
 
+/// The longest unix socket path Linux accepts (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Whether a socket the kubelet or containerd makes under `home` would be
+/// longer than [`MAX_SOCKET_PATH`].
+pub fn too_long(home: &Path) -> bool {
+    [
+        "kubelet/device-plugins/kubelet.sock",
+        "kubelet/plugins_registry/x.sock",
+        "containerd.sock.ttrpc",
+    ]
+    .iter()
+    .any(|s| home.join(s).as_os_str().len() > MAX_SOCKET_PATH)
+}
+
+/// The kernel settings the kubelet changes at start (its
+/// `protectKernelDefaults: false` path): saved before it first starts, put
+/// back by `destroy`, so this machine keeps its own.
+const TUNABLES: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+fn saved_sysctls(home: &Path) -> PathBuf {
+    home.join("sysctl.saved")
+}
+
+/// Save [`TUNABLES`] once (a second apply keeps the first values).
+fn save_sysctls(home: &Path) -> anyhow::Result<()> {
+    let file = saved_sysctls(home);
+    if file.exists() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for t in TUNABLES {
+        if let Ok(v) = std::fs::read_to_string(Path::new("/proc/sys").join(t)) {
+            text.push_str(&format!("{t} {}\n", v.trim()));
+        }
+    }
+    write_private(&file, text.as_bytes())
+}
+
+/// Put back what [`save_sysctls`] saved; say what could not be.
+pub fn restore_sysctls(home: &Path) {
+    let Ok(text) = std::fs::read_to_string(saved_sysctls(home)) else {
+        return;
+    };
+    for line in text.lines() {
+        let Some((t, v)) = line.split_once(' ') else {
+            continue;
+        };
+        if !TUNABLES.contains(&t) {
+            continue;
+        }
+        let path = Path::new("/proc/sys").join(t);
+        if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == v) {
+            continue;
+        }
+        let name = t.replace('/', ".");
+        match std::fs::write(&path, v) {
+            Ok(()) => println!("restored {name} = {v} (the kubelet had changed it)"),
+            Err(e) => eprintln!("could not restore {name} = {v}: {e}"),
+        }
+    }
+}
+
+/// Decode mountinfo's octal escapes (`\040` space, `\011` tab, `\012`
+/// newline, `\134` backslash).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| {
+            d.iter()
+                .all(|c| (b'0'..=b'3').contains(&d[0]) && (b'0'..=b'7').contains(c))
+        });
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Mount points at or under `dir`, deepest first (from /proc/self/mountinfo).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -531,7 +622,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .map(|m| PathBuf::from(unescape(m)))
         .filter(|m| m.starts_with(dir))
         .collect();
     out.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
@@ -582,6 +673,13 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn mountinfo_escapes_decode() {
+        assert_eq!(unescape(r"/tmp/a\040b\011c\134d"), "/tmp/a b\tc\\d");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape(r"/end\04"), r"/end\04");
     }
 
     #[test]

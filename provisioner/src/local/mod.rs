@@ -38,19 +38,8 @@ pub const MARKER: &str = ".kube-aws-pki-local";
 
 /// The profile applied to the local pki-server, and uploaded for the AWS
 /// target's pki-server (`policies/`, built in).
-pub const PROFILE: &str = include_str!("../../../policies/profile.toml");
-pub const ACL: [(&str, &str); 4] = [
-    ("etcd", include_str!("../../../policies/acl/etcd.hcl")),
-    (
-        "controller",
-        include_str!("../../../policies/acl/controller.hcl"),
-    ),
-    ("worker", include_str!("../../../policies/acl/worker.hcl")),
-    (
-        "operator",
-        include_str!("../../../policies/acl/operator.hcl"),
-    ),
-];
+pub const PROFILE: &str = policies::PROFILE;
+pub use policies::ACL;
 
 /// The `iss` of the JWTs the local target mints (the profile's `jwt_issuer`).
 pub const JWT_ISSUER: &str = "https://jwt.local.kube-aws-pki";
@@ -296,8 +285,35 @@ fn spawn_detached(cmd: &mut Command, log: &Path, pid_file: &Path) -> anyhow::Res
         .spawn()
         .with_context(|| format!("starting {:?}", cmd.get_program()))?;
     let pid = child.id();
-    write_private(pid_file, pid.to_string().as_bytes())?;
+    // "PID START": a later run signals only this process, not one that got
+    // the pid after a reboot.
+    let start = start_time(pid).unwrap_or(0);
+    write_private(pid_file, format!("{pid} {start}").as_bytes())?;
     Ok(pid)
+}
+
+/// Remove the caller's proxy settings (any case: `https_proxy` too), and the
+/// variables `also` names, from what `cmd` inherits: local processes talk to
+/// each other on loopback and by local names only.
+fn scrub_env(cmd: &mut Command, also: impl Fn(&str) -> bool) {
+    for (k, _) in std::env::vars_os() {
+        let upper = k.to_string_lossy().to_ascii_uppercase();
+        if upper.ends_with("_PROXY") || also(&upper) {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: the process's start time (clock ticks since
+/// boot). With the pid it names one process for as long as the machine runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 fn alive(pid: u32) -> bool {
@@ -313,26 +329,29 @@ fn alive(pid: u32) -> bool {
             .unwrap_or(true)
 }
 
+/// The pid and start time in `pid_file`, if the process they name still runs.
+fn recorded(pid_file: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file).ok()?;
+    let mut words = text.split_whitespace();
+    let pid: u32 = words.next()?.parse().ok()?;
+    let start: u64 = words.next()?.parse().ok()?;
+    (alive(pid) && start_time(pid) == Some(start)).then_some(pid)
+}
+
 /// Whether the process in `pid_file` that this run started still runs (it
 /// may not have exec'd its program yet: `our_pid` is for signalling).
 fn pid_alive(pid_file: &Path) -> bool {
-    std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .is_some_and(alive)
+    recorded(pid_file).is_some()
 }
 
-/// The pid in `pid_file` if that process still runs `program`.
+/// The pid in `pid_file` if that very process (same start time) still runs
+/// `program`.
 fn our_pid(pid_file: &Path, program: &str) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid = recorded(pid_file)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let argv0 = cmdline.split(|b| *b == 0).next()?;
     let base = Path::new(std::str::from_utf8(argv0).ok()?).file_name()?;
-    (base == program && alive(pid)).then_some(pid)
+    (base == program).then_some(pid)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -411,7 +430,9 @@ async fn apply_inner(dir: &Path, o: &LocalOptions) -> anyhow::Result<()> {
         );
     }
     mkdir_private(dir)?;
-    let dir = &std::path::absolute(dir)?;
+    // The real path: mount points and processes' command lines name it.
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
     write_private(&dir.join(MARKER), b"kube-aws-pki local cluster\n")?;
     let pki_server = program("pki-server", o.bin_dir.as_deref())?;
     let node_client = program("node-client", o.bin_dir.as_deref())?;
@@ -839,6 +860,11 @@ async fn start_control_plane(
         .context("the local cluster has no worker-0")?;
     match kubelet_tools {
         Err(why) => println!("{why}: no kubelet started"),
+        Ok(_) if kubelet::too_long(&dir.join("nodes").join(&worker.name)) => println!(
+            "{} is too long for the kubelet's unix sockets (at most {} bytes): no kubelet started",
+            dir.display(),
+            kubelet::MAX_SOCKET_PATH
+        ),
         Ok(tools) => {
             let p = kubelet::Paths::new(&dir.join("nodes").join(&worker.name));
             kubelet::start(spec, &worker, &tools, &p, &l).await?;
@@ -885,7 +911,9 @@ pub async fn kubeconfig(
         dir.display(),
         dir.display()
     );
-    let dir = &std::path::absolute(dir)?;
+    // The real path: mount points and processes' command lines name it.
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
     let addr = std::fs::read_to_string(dir.join("pki/addr"))
         .context("the local pki-server's address (pki/addr) is missing")?;
     let ca = dir.join("pki/tls/ca.pem");
@@ -1037,12 +1065,7 @@ pub fn etcd_from_unit(
         "etcd-member.service runs {program}, not etcd"
     );
     let mut cmd = Command::new("etcd");
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_ascii_uppercase();
-        if k.starts_with("ETCD") || k.ends_with("_PROXY") {
-            cmd.env_remove(&k);
-        }
-    }
+    scrub_env(&mut cmd, |k| k.starts_with("ETCD"));
     for a in args {
         if let Some((flag, value)) = a.split_once('=') {
             cmd.arg(format!("{flag}={}", remap(value)));
@@ -1056,21 +1079,24 @@ pub fn etcd_from_unit(
 }
 
 /// Stop what `apply --local` started in `dir` and remove it.
-pub fn destroy(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        println!("{} does not exist: nothing to do", dir.display());
+pub fn destroy(given: &Path) -> anyhow::Result<()> {
+    if !given.exists() {
+        println!("{} does not exist: nothing to do", given.display());
         return Ok(());
     }
+    // The real path: mount points are listed by it, and a symlink to the
+    // folder is removed after the folder itself.
+    let dir =
+        &std::fs::canonicalize(given).with_context(|| format!("resolving {}", given.display()))?;
     ensure!(
         dir.join(MARKER).exists(),
         "{} was not made by `provisioner apply --local` (no {MARKER}); refusing to remove it",
         dir.display()
     );
-    // Stopped in tiers, clients before what they use: controller-manager and
-    // scheduler, the apiserver, etcd, pki-server. Each tier gets SIGTERM,
-    // then SIGKILL after 10 s, and is gone before the next is signalled.
-    // kubelets, controller-manager and scheduler; the pods' containers, then
-    // containerd and its shims; the apiserver; etcd; pki-server.
+    // Stopped in tiers, clients before what they use, each tier SIGTERM,
+    // SIGKILL after 10 s, and gone before the next is signalled: kubelets,
+    // controller-manager and scheduler; the pods' containers, then containerd
+    // and its shims; the apiserver; etcd; pki-server.
     let homes: Vec<PathBuf> = std::fs::read_dir(dir.join("nodes"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -1086,6 +1112,7 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
         "kube-scheduler",
     ]))?;
     for h in &homes {
+        kubelet::restore_sysctls(h);
         kubelet::stop_pods(h);
     }
     stop(&pid_files(&["containerd"]))?;
@@ -1111,6 +1138,9 @@ pub fn destroy(dir: &Path) -> anyhow::Result<()> {
         dir.display()
     );
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    if given.is_symlink() {
+        std::fs::remove_file(given).with_context(|| format!("removing {}", given.display()))?;
+    }
     println!("removed {}", dir.display());
     Ok(())
 }

@@ -63,6 +63,9 @@ fn every_file_in_policies_parses() {
         if e.file_type().unwrap().is_dir() && name == "iam" {
             continue; // IAM policies: parsed by provisioner/src/model/tests.rs
         }
+        if e.file_type().unwrap().is_dir() && name == "src" {
+            continue; // the `policies` crate that embeds these files (its own tests)
+        }
         if e.file_type().unwrap().is_dir() {
             assert_eq!(name, "acl", "an unknown directory in policies/: {name}");
             for f in std::fs::read_dir(e.path()).unwrap() {
@@ -75,7 +78,7 @@ fn every_file_in_policies_parses() {
             }
         } else {
             assert!(
-                matches!(name.as_str(), "README.md" | "profile.toml"),
+                matches!(name.as_str(), "README.md" | "profile.toml" | "Cargo.toml"),
                 "a file in policies/ that no test parses: {name}"
             );
         }

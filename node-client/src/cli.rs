@@ -27,6 +27,7 @@ use crate::inspect;
 use crate::login::Session;
 use crate::login::{AwsLogin, Login, LoginError, Method};
 use crate::profile::{DEFAULT_PKI_DIR, Node, Profile, Request};
+use crate::schedule::{rand_unit, round_retry_s, token_check, token_retry_s};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -649,7 +650,7 @@ async fn renew(a: RenewArgs) -> ExitCode {
     let mut token_due = match &session {
         None => 0i64,
         Some(s) if s.ttl == 0 => i64::MAX,
-        Some(s) => fetch::now() + (s.ttl / 2).max(1) as i64,
+        Some(s) => token_check(s.ttl).map_or(i64::MAX, |n| fetch::now() + n as i64),
     };
     let mut failures = 0u32;
     let mut certs_due = 0i64;
@@ -672,11 +673,13 @@ async fn renew(a: RenewArgs) -> ExitCode {
         if now >= token_due {
             token_due = match &login {
                 None => match renew_token(&c).await {
-                    Ok(Some(ttl)) => now + (ttl / 2).max(1),
+                    Ok(Some(ttl)) => {
+                        token_check(ttl.max(1) as u64).map_or(i64::MAX, |n| now + n as i64)
+                    }
                     Ok(None) => i64::MAX,
                     Err(e) => {
-                        tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
-                        now + 60
+                        tracing::warn!(error = %e, "token renewal failed; retrying in 30 to 60 s");
+                        now + token_retry_s(rand_unit()) as i64
                     }
                 },
                 Some(l) => keep_login_token(&mut c, l, &mut session).await,
@@ -697,9 +700,9 @@ async fn renew(a: RenewArgs) -> ExitCode {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let wait = crate::schedule::backoff_ms(failures, 5_000, 300_000, 0.5) / 1000;
+                    let wait = round_retry_s(failures, rand_unit());
                     tracing::warn!(error = %e, retry_in_s = wait, "renewal round failed");
-                    (wait as i64).max(1)
+                    wait as i64
                 }
             };
             certs_due = fetch::now() + wait;
@@ -738,8 +741,8 @@ async fn keep_login_token(c: &mut Client, l: &Login, session: &mut Option<Sessio
                     tracing::info!(status, "token renewal refused; logging in again");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "token renewal failed; retrying in a minute");
-                    return now + 60;
+                    tracing::warn!(error = %e, "token renewal failed; retrying in 30 to 60 s");
+                    return now + token_retry_s(rand_unit()) as i64;
                 }
             }
         }
@@ -748,17 +751,13 @@ async fn keep_login_token(c: &mut Client, l: &Login, session: &mut Option<Sessio
         Ok(s) => {
             tracing::info!(mount = %l.mount, role = %l.role, ttl = s.ttl, "logged in");
             c.set_token(s.token.clone());
-            let next = if s.ttl == 0 {
-                i64::MAX
-            } else {
-                now + (s.ttl / 2).max(1) as i64
-            };
+            let next = token_check(s.ttl).map_or(i64::MAX, |n| now + n as i64);
             *session = Some(s);
             next
         }
         Err(e) => {
-            tracing::warn!(error = %e, "login failed; retrying in a minute");
-            now + 60
+            tracing::warn!(error = %e, "login failed; retrying in 30 to 60 s");
+            now + token_retry_s(rand_unit()) as i64
         }
     }
 }
@@ -1060,7 +1059,10 @@ async fn etcd_endpoints(a: EtcdEndpointsArgs) -> ExitCode {
         tries = tries.saturating_add(1);
         tracing::info!(waiting_for = %why, "waiting");
         tokio::time::sleep(Duration::from_millis(crate::schedule::backoff_ms(
-            tries, 1_000, 15_000, 0.5,
+            tries,
+            1_000,
+            15_000,
+            rand_unit(),
         )))
         .await;
     }

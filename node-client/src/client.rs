@@ -364,11 +364,13 @@ async fn retry_wait(
     if waited >= deadline {
         return Err(ClientError::Unavailable { waited, last });
     }
-    let mut r = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
-    let rand = f64::from(u16::from_le_bytes(r)) / 65536.0;
-    let wait = Duration::from_millis(backoff_ms(attempt, 250, 10_000, rand))
-        .min(deadline.saturating_sub(waited));
+    let wait = Duration::from_millis(backoff_ms(
+        attempt,
+        250,
+        10_000,
+        crate::schedule::rand_unit(),
+    ))
+    .min(deadline.saturating_sub(waited));
     tracing::warn!(%last, retry_in = ?wait, "waiting for pki-server");
     tokio::time::sleep(wait).await;
     Ok(())

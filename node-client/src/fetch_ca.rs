@@ -101,7 +101,8 @@ pub async fn run(aws: &Aws, o: &Options) -> Result<Outcome, FetchCaError> {
         }
         tries = tries.saturating_add(1);
         tracing::info!(from = %o.from, waiting_for = %why, "waiting for the CA");
-        let ms = crate::schedule::backoff_ms(tries, 1_000, 15_000, rand_unit()).max(500);
+        let ms = crate::schedule::backoff_ms(tries, 1_000, 15_000, crate::schedule::rand_unit())
+            .max(500);
         let left = deadline.saturating_duration_since(now);
         tokio::time::sleep(Duration::from_millis(ms).min(left)).await;
     }
@@ -126,12 +127,6 @@ fn existing(path: &Path) -> Option<usize> {
     std::fs::read(path)
         .ok()
         .and_then(|b| check_ca_bundle(&b).ok())
-}
-
-fn rand_unit() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }
 
 #[cfg(test)]

@@ -24,6 +24,32 @@ pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64, rand: f64) -> u64 {
     ((top as f64) * rand.clamp(0.0, 1.0)).max(1.0) as u64
 }
 
+/// A uniform number in `[0, 1)` from the system's CSPRNG: the one source of
+/// jitter for every retry and wait of this program.
+pub fn rand_unit() -> f64 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// When to look at a token of `ttl` seconds again (seconds from now): at half
+/// its TTL; None if it never expires (TTL 0).
+pub fn token_check(ttl: u64) -> Option<u64> {
+    (ttl > 0).then(|| (ttl / 2).max(1))
+}
+
+/// After a failed token renewal or login: retry in 30 to 60 seconds (`rand`
+/// in `[0, 1)`), so nodes that failed together do not retry together.
+pub fn token_retry_s(rand: f64) -> u64 {
+    30 + (30.0 * rand.clamp(0.0, 1.0)) as u64
+}
+
+/// After `failures` failed renewal rounds in a row (`renew --watch`): the
+/// seconds to wait, 5 s doubling to 5 min, full jitter, at least one.
+pub fn round_retry_s(failures: u32, rand: f64) -> u64 {
+    (backoff_ms(failures, 5_000, 300_000, rand) / 1000).max(1)
+}
+
 /// What to do with a login token after `renew-self` answered `renewed_ttl`
 /// seconds for a token that had `issued_ttl` at login: log in again when it
 /// can no longer be extended to half its first lifetime (it nears its max
@@ -33,13 +59,45 @@ pub fn token_renewal(issued_ttl: u64, renewed_ttl: u64) -> Option<u64> {
     if renewed_ttl < 60 || renewed_ttl < issued_ttl / 2 {
         None
     } else {
-        Some((renewed_ttl / 2).max(1))
+        token_check(renewed_ttl)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_retries_spread_over_the_whole_jitter_range() {
+        // renew --watch used a fixed 0.5 here: every node that failed
+        // together retried together.
+        let spread: std::collections::BTreeSet<u64> = [0.0, 0.25, 0.5, 0.75, 0.999]
+            .iter()
+            .map(|r| round_retry_s(6, *r))
+            .collect();
+        assert_eq!(spread.len(), 5, "{spread:?}");
+        assert_eq!(round_retry_s(6, 0.0), 1);
+        assert!(round_retry_s(6, 0.999) >= 299, "capped at 5 min");
+        assert_eq!(round_retry_s(0, 0.999), 4);
+        let retries: std::collections::BTreeSet<u64> =
+            [0.0, 0.5, 0.99].iter().map(|r| token_retry_s(*r)).collect();
+        assert_eq!(retries.into_iter().collect::<Vec<_>>(), [30, 45, 59]);
+        let draws: std::collections::BTreeSet<u64> =
+            (0..64).map(|_| (rand_unit() * 1e6) as u64).collect();
+        assert!(draws.len() > 60, "rand_unit repeats: {draws:?}");
+        assert!(
+            (0..1000)
+                .map(|_| rand_unit())
+                .all(|r| (0.0..1.0).contains(&r))
+        );
+    }
+
+    #[test]
+    fn tokens_are_looked_at_again_at_half_their_ttl() {
+        assert_eq!(token_check(0), None);
+        assert_eq!(token_check(1), Some(1));
+        assert_eq!(token_check(3600), Some(1800));
+    }
 
     #[test]
     fn login_again_when_renewal_stops_extending_the_token() {

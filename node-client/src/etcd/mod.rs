@@ -259,7 +259,7 @@ pub async fn run(o: &Options) -> Result<Settings, JoinError> {
             )));
         }
         waits = waits.saturating_add(1);
-        let ms = crate::schedule::backoff_ms(waits, 1_000, 15_000, rand_unit());
+        let ms = crate::schedule::backoff_ms(waits, 1_000, 15_000, crate::schedule::rand_unit());
         let ms = ms.max(500).min(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -268,13 +268,6 @@ pub async fn run(o: &Options) -> Result<Settings, JoinError> {
         tracing::info!(waiting_for = %reason, retry_in_ms = ms, "waiting");
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-}
-
-/// A number in [0, 1) for jitter.
-fn rand_unit() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }
 
 /// One round: discover, ask, decide; changes are applied here.

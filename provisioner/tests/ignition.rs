@@ -937,3 +937,62 @@ fn node_client_and_the_profile_get_the_clusters_names_and_service_ip() {
         assert!(unit.contains(want), "{want} not in {unit}");
     }
 }
+
+/// The rendered Ignition of every role, for the default and a customised
+/// spec, is byte-identical to what it was when this test was written: a
+/// restructure of the code (issue #20) must not change what nodes get. A
+/// deliberate change of the output updates these hashes in the same commit.
+#[test]
+fn rendered_ignition_is_byte_identical_to_the_golden_hashes() {
+    const GOLDEN: [(&str, &str); 8] = [
+        (
+            "default/pki-server",
+            "a514c40831ade9b945aa684f468846c4acac150fb1318e247fadc672235e3fbe",
+        ),
+        (
+            "default/etcd",
+            "e0611fa953414e9409ec598b3d9d3669cfa43af471933c589ee8bc7b66b4015a",
+        ),
+        (
+            "default/controller",
+            "3d2add99ae581bbed2eb3ee4122a4ca7d14aef55e246ede214dc2441e2aeb9e5",
+        ),
+        (
+            "default/worker",
+            "fe0001b2504e2a60e0b21b80343629cf30077f6bff71c1edc082e17001168541",
+        ),
+        (
+            "custom/pki-server",
+            "488890b212dc49dece79402ad0305e67540cfa669845692b5925d15eb7ab4600",
+        ),
+        (
+            "custom/etcd",
+            "4382a20895660cd6f2de5dae19a8e354f35c8ac15c593a01665da09fc34544db",
+        ),
+        (
+            "custom/controller",
+            "bda58521520569d4a63fb3bde2d8f8755ff560be68d677861d0007d579cc2d6a",
+        ),
+        (
+            "custom/worker",
+            "fb035de20ce69aadc5899ad898b2d0b330022a0fb8d2739ebde4488d904d0365",
+        ),
+    ];
+    let mut got = Vec::new();
+    for (name, spec) in [("default", spec()), ("custom", custom_spec())] {
+        for role in Role::ALL {
+            let text = ignition::render(&spec, role);
+            got.push((
+                format!("{name}/{}", role.name()),
+                provisioner::sha256_hex(text.as_bytes()),
+            ));
+        }
+    }
+    for ((name, hash), (want_name, want)) in got.iter().zip(GOLDEN) {
+        assert_eq!(name, want_name);
+        assert_eq!(
+            hash, want,
+            "{name}: the rendered Ignition changed; if on purpose, update GOLDEN: {got:#?}"
+        );
+    }
+}

@@ -156,9 +156,9 @@ k8s_version() {
 	awk '($1 == "require" && $2 == "k8s.io/kubernetes") { print $3 } ($1 == "k8s.io/kubernetes" && $2 ~ /^v/) { print $2 }' "$K8S_MOD/go.mod" | head -n 1
 }
 
-# The version the provisioner pins (provisioner/src/spec.rs, default_k8s: "1.34.2").
+# The version the provisioner pins (provisioner/src/spec/mod.rs, default_k8s: "1.34.2").
 k8s_pinned() {
-	sed -n '/^fn default_k8s()/,/^}/p' "$ROOT/provisioner/src/spec.rs" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1
+	sed -n '/^fn default_k8s()/,/^}/p' "$ROOT/provisioner/src/spec/mod.rs" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1
 }
 
 # What a tool says its version is.
@@ -188,7 +188,7 @@ install_k8s() {
 	[[ "$version" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "no k8s.io/kubernetes version found in $K8S_MOD/go.mod"
 	pinned="$(k8s_pinned)"
 	[[ "v$pinned" == "$version" ]] ||
-		die "tests/k8s/go.mod builds Kubernetes $version but the provisioner pins v$pinned (provisioner/src/spec.rs default_k8s): move both to one release, every k8s.io module with it"
+		die "tests/k8s/go.mod builds Kubernetes $version but the provisioner pins v$pinned (provisioner/src/spec/mod.rs default_k8s): move both to one release, every k8s.io module with it"
 	local minor="${version#v1.}"
 	minor="${minor%%.*}"
 	# The build's inputs: a change of the module or of these flags rebuilds.

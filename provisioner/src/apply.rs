@@ -1172,7 +1172,7 @@ impl<'a> Executor<'a> {
         };
         let mut volumes = vec![volume("/dev/xvda", *volume_gb)];
         if let Some(gb) = data_volume_gb {
-            volumes.push(volume(crate::node::etcd::DATA_DEVICE, *gb));
+            volumes.push(volume(crate::ignition::node::etcd::DATA_DEVICE, *gb));
         }
         Ok(RequestLaunchTemplateData::builder()
             .image_id(image)

@@ -13,9 +13,9 @@ pub mod ignition;
 pub mod kubeconfig;
 pub mod local;
 pub mod model;
-pub mod node;
+#[cfg(test)]
+mod module_graph;
 pub mod observe;
-pub mod pins;
 pub mod plan;
 pub mod smoke;
 pub mod spec;

@@ -12,8 +12,7 @@ use crate::spec::{ClusterSpec, Role, Topology};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// Prefix of our own tag keys.
-pub const TAG_PREFIX: &str = "kube-aws-pki:";
+pub use crate::spec::TAG_PREFIX;
 /// Tag naming the component (`vpc`, `etcd`, ...).
 pub const TAG_COMPONENT: &str = "kube-aws-pki:component";
 /// Tag holding the resource key, so a lost state can be rebuilt from tags.

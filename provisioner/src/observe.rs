@@ -1003,7 +1003,7 @@ async fn observe_lt(
         let data_gb = data
             .block_device_mappings()
             .iter()
-            .find(|b| b.device_name() == Some(crate::node::etcd::DATA_DEVICE))
+            .find(|b| b.device_name() == Some(crate::ignition::node::etcd::DATA_DEVICE))
             .and_then(|b| b.ebs())
             .and_then(|e| e.volume_size());
         o.props.insert("data_volume_gb".into(), json!(data_gb));

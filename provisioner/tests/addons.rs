@@ -17,7 +17,7 @@
 mod venv;
 
 use provisioner::ignition;
-use provisioner::node::addons;
+use provisioner::ignition::node::addons;
 use provisioner::spec::{ClusterSpec, Role};
 use std::process::Command;
 
@@ -324,7 +324,7 @@ fn every_reload_command_names_a_unit_the_role_runs() {
 /// when the member list changed.
 #[test]
 fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
-    use provisioner::node::static_pods;
+    use provisioner::ignition::node::static_pods;
     let spec = spec("");
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
@@ -420,7 +420,7 @@ fn static_pod_units_restart_their_pod_and_follow_etcd_members() {
 /// account signing key. The lists are written out here, not derived.
 #[test]
 fn static_pods_mount_only_their_own_credential_files() {
-    use provisioner::node::static_pods;
+    use provisioner::ignition::node::static_pods;
     let spec = spec("");
     let pki = |names: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = names

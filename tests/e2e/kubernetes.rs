@@ -326,7 +326,7 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
     }
     // Every add-on object went to the real apiserver: node-needing ones dry-run.
     let spec = ClusterSpec::parse("name = \"kubecluster\"\n").unwrap();
-    let objects = provisioner::node::addons::objects(&spec);
+    let objects = provisioner::ignition::node::addons::objects(&spec);
     let dry = objects
         .iter()
         .filter(|(_, o)| provisioner::local::control_plane::needs_nodes(o))

@@ -26,8 +26,8 @@
 //! APIServices their pods serve) with `dryRun=All`, so the real apiserver
 //! validates and admits every object and nothing waits for a kubelet.
 
+use crate::ignition::node::{addons, control_plane, static_pods};
 use crate::ignition::{self, File};
-use crate::node::{addons, control_plane, static_pods};
 use crate::spec::{ClusterSpec, Role};
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;

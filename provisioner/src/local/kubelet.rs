@@ -29,8 +29,8 @@
 
 use super::{LocalNode, control_plane::Layout, mkdir_private, write_private};
 use crate::certs;
+use crate::ignition::node::{NODE_ENV, kubelet};
 use crate::ignition::{self, File};
-use crate::node::{NODE_ENV, kubelet};
 use crate::spec::{ClusterSpec, Role};
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
@@ -215,7 +215,7 @@ pub fn kubelet_config(rendered: &Value, p: &Paths, ip: Ipv4Addr) -> anyhow::Resu
     c["tlsCertFile"] = pki(&c["tlsCertFile"])?;
     c["tlsPrivateKeyFile"] = pki(&c["tlsPrivateKeyFile"])?;
     ensure!(
-        c["staticPodPath"] == crate::node::MANIFESTS,
+        c["staticPodPath"] == crate::ignition::node::MANIFESTS,
         "the rendered staticPodPath is {}",
         c["staticPodPath"]
     );

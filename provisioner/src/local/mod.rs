@@ -817,7 +817,7 @@ async fn start_control_plane(
             step(&format!(
                 "{}: started {c} (pid {pid}) from the rendered static pod {}/{c}.json",
                 node.name,
-                crate::node::static_pods::TEMPLATES
+                crate::ignition::node::static_pods::TEMPLATES
             ));
         }
         if c == "kube-apiserver" {
@@ -1021,7 +1021,7 @@ pub fn etcd_from_unit(
     data: &Path,
     ip: &str,
 ) -> anyhow::Result<Command> {
-    use crate::node::{NODE_ENV, etcd};
+    use crate::ignition::node::{NODE_ENV, etcd};
     let svc = crate::unit_exec::parse(unit)?;
     let mut env: std::collections::BTreeMap<String, String> = Default::default();
     for f in &svc.environment_files {

@@ -39,22 +39,22 @@ pub const HEADERS: [(&str, &str); 2] = [
 
 /// The templates, in apply order.
 pub const TEMPLATES: [(&str, &str); 5] = [
-    ("rbac", include_str!("../../templates/addons/rbac.yaml")),
+    ("rbac", include_str!("../../../templates/addons/rbac.yaml")),
     (
         "coredns",
-        include_str!("../../templates/addons/coredns.yaml"),
+        include_str!("../../../templates/addons/coredns.yaml"),
     ),
     (
         "flannel",
-        include_str!("../../templates/addons/flannel.yaml"),
+        include_str!("../../../templates/addons/flannel.yaml"),
     ),
     (
         "metrics-server",
-        include_str!("../../templates/addons/metrics-server.yaml"),
+        include_str!("../../../templates/addons/metrics-server.yaml"),
     ),
     (
         "update-operator",
-        include_str!("../../templates/addons/update-operator.yaml"),
+        include_str!("../../../templates/addons/update-operator.yaml"),
     ),
 ];
 

@@ -4,6 +4,11 @@
 //! (`roles.worker.desired`, `pod_cidr`, ...). It does not talk to AWS: the AMI
 //! lookup and everything observed live in `aws.rs`.
 
+pub mod pins;
+
+/// Prefix of our own tag keys.
+pub const TAG_PREFIX: &str = "kube-aws-pki:";
+
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -128,7 +133,7 @@ pub struct ClusterSpec {
     /// The cluster's DNS domain (`cluster.local`).
     pub cluster_domain: String,
     /// Pinned versions and SHA-256 checksums of everything nodes download.
-    pub pins: crate::pins::Pins,
+    pub pins: crate::spec::pins::Pins,
     /// Flatcar update strategy per node role (not pki-server).
     pub updates: BTreeMap<Role, UpdateStrategy>,
     /// SSH access to nodes.
@@ -243,7 +248,7 @@ struct RawSpec {
     #[serde(default = "default_domain")]
     cluster_domain: String,
     #[serde(default)]
-    versions: crate::pins::RawVersions,
+    versions: crate::spec::pins::RawVersions,
     #[serde(default)]
     checksums: BTreeMap<String, String>,
     #[serde(default)]
@@ -560,7 +565,7 @@ impl ClusterSpec {
                 || k.len() > 127
                 || k.starts_with("aws:")
                 || k.starts_with("kubernetes.io/cluster/")
-                || k.starts_with(crate::model::TAG_PREFIX)
+                || k.starts_with(TAG_PREFIX)
             {
                 return Err(field(format!("tags.{k}"), "reserved or invalid tag key"));
             }
@@ -579,7 +584,7 @@ impl ClusterSpec {
         }
         let kubernetes_version = raw.kubernetes_version.trim_start_matches('v').to_string();
         let etcd_version = raw.etcd_version.trim_start_matches('v').to_string();
-        let pins = crate::pins::Pins::resolve(
+        let pins = crate::spec::pins::Pins::resolve(
             &kubernetes_version,
             &etcd_version,
             &raw.versions,

@@ -7,7 +7,9 @@
 //! them out); every certificate path they name comes from `certs.rs`.
 //! No secret is ever placed here: user data is readable through IMDS.
 
-use crate::node::{l, unit_text};
+pub mod node;
+
+use crate::ignition::node::{l, unit_text};
 use crate::spec::{ClusterSpec, Role};
 use serde::Serialize;
 
@@ -236,7 +238,7 @@ impl File {
     }
 
     /// A file downloaded at first boot and checked against its pinned SHA-256.
-    pub fn download(path: &str, mode: u32, d: &crate::pins::Download) -> File {
+    pub fn download(path: &str, mode: u32, d: &crate::spec::pins::Download) -> File {
         File {
             path: path.into(),
             mode,
@@ -262,7 +264,7 @@ pub const PKI_CA: &str = node_client::units::CA_FILE;
 /// IAM policies name it: `policies/iam/*.json`).
 pub const CA_KEY: &str = "ca/pki-server-ca.pem";
 /// Per-boot facts of the instance (node name, address) for node-client.
-pub const NODE_ENV: &str = crate::node::NODE_ENV;
+pub const NODE_ENV: &str = crate::ignition::node::NODE_ENV;
 
 /// Percent-encode a text file into a `data:` URL (RFC 2397).
 fn data_url(text: &str) -> String {
@@ -396,11 +398,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
     let mut units = Vec::new();
     if role == Role::PkiServer {
         let mut policies = vec!["profile.toml".to_string()];
-        policies.extend(
-            crate::local::ACL
-                .iter()
-                .map(|(r, _)| format!("acl/{r}.hcl")),
-        );
+        policies.extend(policies::ACL.iter().map(|(r, _)| format!("acl/{r}.hcl")));
         for p in policies {
             files.push(File::s3(
                 &format!("/etc/pki-server/policies/{p}"),
@@ -577,7 +575,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             });
         }
     }
-    let parts = crate::node::parts(spec, role);
+    let parts = crate::ignition::node::parts(spec, role);
     files.extend(parts.files);
     units.extend(parts.units);
     Config {
@@ -586,7 +584,7 @@ pub fn config(spec: &ClusterSpec, role: Role) -> Config {
             config: None,
         },
         passwd: Passwd {
-            users: crate::node::updates::users(spec, role),
+            users: crate::ignition::node::updates::users(spec, role),
         },
         storage: Storage {
             filesystems: parts.filesystems,

@@ -322,6 +322,44 @@ fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> anyhow::Result<reqwest
     Ok(b.build()?)
 }
 
+/// Poll `attempt` every 500 ms until it gives `Ok(value)`; `Err(why)` means
+/// not yet. Gives up when `gone` names a process that has exited, or after
+/// `timeout`; either error ends with the last `why`.
+async fn poll<T>(
+    waiting_for: &str,
+    timeout: Duration,
+    gone: impl Fn() -> Option<String>,
+    mut attempt: impl AsyncFnMut() -> anyhow::Result<Result<T, String>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let why = match attempt().await? {
+            Ok(v) => return Ok(v),
+            Err(why) => why,
+        };
+        if let Some(gone) = gone() {
+            bail!("{gone} exited while waiting for {waiting_for}: {why}");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no {waiting_for} after {}s: {why}",
+            timeout.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An HTTPS client with the operator's admin certificate (`operator_pki`).
+fn admin_client(operator_pki: &Path) -> anyhow::Result<reqwest::Client> {
+    client(
+        &operator_pki.join("ca.crt"),
+        Some((
+            &operator_pki.join("admin.crt"),
+            &operator_pki.join("admin.key"),
+        )),
+    )
+}
+
 /// Wait until the apiserver at `api` answers `/readyz` with 200.
 pub async fn wait_ready(
     api: &str,
@@ -330,21 +368,19 @@ pub async fn wait_ready(
     running: impl Fn() -> bool,
 ) -> anyhow::Result<()> {
     let http = client(ca, None)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let why = match http.get(format!("{api}/readyz")).send().await {
-            Ok(r) if r.status() == 200 => return Ok(()),
-            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-            Err(e) => format!("{e}"),
-        };
-        ensure!(running(), "kube-apiserver exited: {why}");
-        ensure!(
-            Instant::now() < deadline,
-            "kube-apiserver not ready after {}s: {why}",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let gone = || (!running()).then(|| "kube-apiserver".to_string());
+    poll("kube-apiserver /readyz 200", timeout, gone, async || {
+        Ok(match http.get(format!("{api}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(format!(
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            )),
+            Err(e) => Err(format!("{e}")),
+        })
+    })
+    .await
 }
 
 /// Apply every add-on object to the apiserver at `api` as the controllers'
@@ -422,34 +458,27 @@ pub async fn wait_leases(
     timeout: Duration,
     running: impl Fn() -> Option<&'static str>,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let http = client(
-        &operator_pki.join("ca.crt"),
-        Some((
-            &operator_pki.join("admin.crt"),
-            &operator_pki.join("admin.key"),
-        )),
-    )?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut held = Vec::new();
-        for c in &COMPONENTS[1..] {
-            if let Some(h) = lease_holder(&http, api, c).await {
-                held.push((c.to_string(), h));
+    let http = admin_client(operator_pki)?;
+    let gone = || running().map(str::to_string);
+    poll(
+        "controller-manager and scheduler leader leases",
+        timeout,
+        gone,
+        async || {
+            let mut held = Vec::new();
+            for c in &COMPONENTS[1..] {
+                if let Some(h) = lease_holder(&http, api, c).await {
+                    held.push((c.to_string(), h));
+                }
             }
-        }
-        if held.len() == COMPONENTS.len() - 1 {
-            return Ok(held);
-        }
-        if let Some(gone) = running() {
-            bail!("{gone} exited");
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "controller-manager and scheduler hold no leader leases after {}s (held: {held:?})",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            Ok(if held.len() == COMPONENTS.len() - 1 {
+                Ok(held)
+            } else {
+                Err(format!("held: {held:?}"))
+            })
+        },
+    )
+    .await
 }
 
 /// Wait until Node `name` is registered; a one-line description of it
@@ -461,44 +490,30 @@ pub async fn wait_node(
     timeout: Duration,
     running: impl Fn() -> bool,
 ) -> anyhow::Result<String> {
-    let http = client(
-        &operator_pki.join("ca.crt"),
-        Some((
-            &operator_pki.join("admin.crt"),
-            &operator_pki.join("admin.key"),
-        )),
-    )?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = http.get(format!("{api}/api/v1/nodes/{name}")).send().await;
-        if let Ok(r) = r
-            && r.status().is_success()
-        {
-            let v: Value = r.json().await?;
-            let ready = v["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Ready")
-                .map(|c| {
-                    format!(
-                        "Ready={} ({})",
-                        c["status"].as_str().unwrap_or("?"),
-                        c["message"].as_str().unwrap_or("")
-                    )
-                });
-            if let Some(ready) = ready {
-                return Ok(format!("Node {name} registered by its kubelet: {ready}"));
-            }
-        }
-        ensure!(running(), "the kubelet of {name} exited");
-        ensure!(
-            Instant::now() < deadline,
-            "Node {name} not registered after {}s",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let http = admin_client(operator_pki)?;
+    let gone = || (!running()).then(|| format!("the kubelet of {name}"));
+    poll(&format!("Node {name}"), timeout, gone, async || {
+        let r = match http.get(format!("{api}/api/v1/nodes/{name}")).send().await {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return Ok(Err(format!("{}", r.status()))),
+            Err(e) => return Ok(Err(format!("{e}"))),
+        };
+        let v: Value = r.json().await?;
+        Ok(v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready")
+            .map(|c| {
+                format!(
+                    "Node {name} registered by its kubelet: Ready={} ({})",
+                    c["status"].as_str().unwrap_or("?"),
+                    c["message"].as_str().unwrap_or("")
+                )
+            })
+            .ok_or_else(|| "registered, no Ready condition yet".to_string()))
+    })
+    .await
 }
 
 /// The controller's rendered Ignition files.

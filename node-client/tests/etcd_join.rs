@@ -781,6 +781,18 @@ fn peer_list(ns: &[&Node]) -> String {
         .join(",")
 }
 
+/// etcd-a, etcd-b and etcd-c on 127.0.0.`first`.., each with its etcd
+/// certificates from `pki`.
+async fn three_members(pki: &Pki, first: u8) -> [Node; 3] {
+    let root = pki.dir.path().join("nodes");
+    let node = |name: &str, i: u8| Node::new(&root, name, Ipv4Addr::new(127, 0, 0, first + i));
+    let [a, b, c] = [node("etcd-a", 0), node("etcd-b", 1), node("etcd-c", 2)];
+    for n in [&a, &b, &c] {
+        pki.etcd_certs(&n.name, &n.ip.to_string(), &n.pki).await;
+    }
+    [a, b, c]
+}
+
 /// Issue #16: the slow member. Two members of a new cluster of three start
 /// (with quorum), the third joins seconds later: it removes and adds nothing,
 /// starts under the entry the initial cluster gave it, and the cluster is
@@ -791,14 +803,7 @@ async fn slow_member_joins_the_forming_cluster_without_changing_membership() {
         return;
     }
     let pki = Pki::start().await;
-    let root = pki.dir.path().join("nodes");
-    let ip = |i: u8| Ipv4Addr::new(127, 0, 0, i);
-    let a = Node::new(&root, "etcd-a", ip(41));
-    let b = Node::new(&root, "etcd-b", ip(42));
-    let c = Node::new(&root, "etcd-c", ip(43));
-    for n in [&a, &b, &c] {
-        pki.etcd_certs(&n.name, &n.ip.to_string(), &n.pki).await;
-    }
+    let [a, b, c] = three_members(&pki, 41).await;
     let peers = peer_list(&[&a, &b, &c]);
     let urls = |ns: &[&Node]| ns.iter().map(|n| n.client_url()).collect::<Vec<_>>();
     let tls = a.tls();
@@ -887,14 +892,7 @@ async fn lost_member_is_replaced_under_its_own_name() {
         return;
     }
     let pki = Pki::start().await;
-    let root = pki.dir.path().join("nodes");
-    let ip = |i: u8| Ipv4Addr::new(127, 0, 0, i);
-    let a = Node::new(&root, "etcd-a", ip(51));
-    let b = Node::new(&root, "etcd-b", ip(52));
-    let c = Node::new(&root, "etcd-c", ip(53));
-    for n in [&a, &b, &c] {
-        pki.etcd_certs(&n.name, &n.ip.to_string(), &n.pki).await;
-    }
+    let [a, b, c] = three_members(&pki, 51).await;
     let peers = peer_list(&[&a, &b, &c]);
     let urls = |ns: &[&Node]| ns.iter().map(|n| n.client_url()).collect::<Vec<_>>();
     let tls = a.tls();
@@ -922,7 +920,7 @@ async fn lost_member_is_replaced_under_its_own_name() {
 
     // etcd-c dies and its disk is lost (kept aside here, to come back later).
     pc.kill();
-    let old_disk = root.join("etcd-c-old-disk");
+    let old_disk = pki.dir.path().join("nodes/etcd-c-old-disk");
     std::fs::rename(&c.data, &old_disk).unwrap();
     assert!(old_disk.join("member/wal").is_dir());
 

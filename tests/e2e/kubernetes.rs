@@ -95,12 +95,7 @@ impl Drop for Destroy {
 /// `kubectl --kubeconfig conf args...`, stdin from `input`.
 fn kubectl_in(bin: &Path, conf: &Path, args: &[&str], input: Option<&Value>) -> Output {
     let mut cmd = Command::new(bin.join("kubectl"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_ascii_uppercase();
-        if k.ends_with("_PROXY") || k == "KUBECONFIG" {
-            cmd.env_remove(&k);
-        }
-    }
+    k8s::scrub_env(&mut cmd, |k| k == "KUBECONFIG");
     cmd.arg("--kubeconfig")
         .arg(conf)
         .arg("--request-timeout=10s")
@@ -408,12 +403,7 @@ async fn the_local_control_plane_accepts_every_credential_the_project_issues() {
         .join(",");
     let etcdctl = |cert: bool| {
         let mut c = Command::new("etcdctl");
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_ascii_uppercase();
-            if k.starts_with("ETCD") || k.ends_with("_PROXY") {
-                c.env_remove(&k);
-            }
-        }
+        k8s::scrub_env(&mut c, |k| k.starts_with("ETCD"));
         c.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={etcd_servers}"))
             .arg(format!("--cacert={}", pki.join("etcd-ca.crt").display()))
@@ -857,12 +847,9 @@ async fn renewal(dir: &Path, k8s_ca: &[u8], api_dns: &str, addr: &str) {
     }
     let node_client = |cmd: &str| {
         let mut c = Command::new(k8s::workspace_bin("node-client"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("NODE_CLIENT_") || k.starts_with("VAULT_") || k.ends_with("_PROXY") {
-                c.env_remove(&k);
-            }
-        }
+        k8s::scrub_env(&mut c, |k| {
+            k.starts_with("NODE_CLIENT_") || k.starts_with("VAULT_")
+        });
         c.arg(cmd)
             .args([
                 "--role",

@@ -84,6 +84,17 @@ pub fn tools() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// Remove the caller's proxy settings (any case) and the variables `also`
+/// names (given upper-cased) from what `cmd` inherits.
+pub fn scrub_env(cmd: &mut Command, also: impl Fn(&str) -> bool) {
+    for (k, _) in std::env::vars_os() {
+        let upper = k.to_string_lossy().to_ascii_uppercase();
+        if upper.ends_with("_PROXY") || also(&upper) {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
 /// The folder the workspace's binaries are built in (`target/debug`): this
 /// test binary runs from its `deps/`.
 pub fn workspace_bin_dir() -> PathBuf {
